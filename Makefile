@@ -1,0 +1,60 @@
+# The few verbs people type. `make test` and `make demo` set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-unit test-functional test-infrastructure test-e2e lint format demo bench synth clean
+
+help:
+	@echo "make demo   - run a phantom scan through everything that is built and say where results are"
+	@echo "make test   - the whole test suite (sets up .venv on first use)"
+	@echo "make lint   - ruff (lint + format check) and mypy"
+	@echo "make bench  - benchmarks, dicomflow beside its peers, as ratios"
+	@echo "make synth  - synthesise the CDK app"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt layers/dicomflow/pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e layers/dicomflow
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit layers/dicomflow/src $(PYTEST_ARGS)
+
+test-functional: $(STAMP)
+	$(PY) -m pytest tests/functional $(PYTEST_ARGS)
+
+test-infrastructure: $(STAMP)
+	$(PY) -m pytest tests/infrastructure $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH)
+
+synth:
+	@echo "make synth: the CDK app is not built yet (it comes with the infrastructure issue)."
+	@exit 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache cdk.out .bench .demo

@@ -1,0 +1,5 @@
+import sys
+
+from dicomflow.cli import main
+
+sys.exit(main())
