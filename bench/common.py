@@ -30,8 +30,15 @@ class Measurement:
         return amount / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-def measure(name: str, cmd: Sequence[str | os.PathLike[str]], *, env: dict[str, str] | None = None,
-            cwd: str | os.PathLike[str] | None = None, check: bool = True, quiet: bool = True) -> Measurement:
+def measure(
+    name: str,
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    check: bool = True,
+    quiet: bool = True,
+) -> Measurement:
     """Run ``cmd`` and return its wall time and peak resident memory (the largest of the process
     and the descendants it waited for, from ``wait4``)."""
     out = subprocess.DEVNULL if quiet else None

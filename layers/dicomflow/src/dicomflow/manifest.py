@@ -109,7 +109,7 @@ class ManifestFile:
 
     def check(self, index: int, limits: ManifestLimits) -> None:
         where = f"files[{index}]"
-        check_relative_name(self.name, where=where, max_length=limits.max_name_length)
+        check_relative_name(self.name, where=f"{where}.name", max_length=limits.max_name_length)
         if not _is_int(self.size) or self.size < 1:
             raise ManifestError(f"{where}.size must be a whole number of bytes >= 1")
         if self.size > limits.max_file_size:
@@ -184,9 +184,7 @@ class ScanManifest:
             for depth in range(1, len(parts)):
                 parent = "/".join(parts[:depth])
                 if parent in seen:
-                    raise ManifestError(
-                        f"files[{seen[parent]}].name is also a folder of files[{index}].name"
-                    )
+                    raise ManifestError(f"files[{seen[parent]}].name is also a folder of files[{index}].name")
         if self.total_size > limits.max_total_size:
             raise ManifestError(
                 f"the scan totals {self.total_size} bytes, over the limit of "
@@ -330,4 +328,6 @@ def _is_int(value: Any) -> bool:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and value < float("inf")
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and value < float("inf")
+    )

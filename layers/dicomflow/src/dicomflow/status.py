@@ -35,12 +35,8 @@ class ScanStatus(StrEnum):
 _ALLOWED: dict[ScanStatus, frozenset[ScanStatus]] = {
     ScanStatus.UPLOADING: frozenset({ScanStatus.UPLOADED, ScanStatus.FAILED}),
     ScanStatus.UPLOADED: frozenset({ScanStatus.VALIDATING, ScanStatus.FAILED}),
-    ScanStatus.VALIDATING: frozenset(
-        {ScanStatus.DEIDENTIFYING, ScanStatus.REJECTED, ScanStatus.FAILED}
-    ),
-    ScanStatus.DEIDENTIFYING: frozenset(
-        {ScanStatus.ANALYZING, ScanStatus.REJECTED, ScanStatus.FAILED}
-    ),
+    ScanStatus.VALIDATING: frozenset({ScanStatus.DEIDENTIFYING, ScanStatus.REJECTED, ScanStatus.FAILED}),
+    ScanStatus.DEIDENTIFYING: frozenset({ScanStatus.ANALYZING, ScanStatus.REJECTED, ScanStatus.FAILED}),
     ScanStatus.ANALYZING: frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED}),
     ScanStatus.COMPLETED: frozenset(),
     ScanStatus.REJECTED: frozenset(),

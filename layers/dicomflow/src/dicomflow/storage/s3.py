@@ -9,7 +9,7 @@ Keys appear in messages as fingerprints only.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from dicomflow.errors import InvalidInputError, ObjectNotFoundError, StorageError, TransientStorageError
@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _TRANSIENT = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "503", "500",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
 }
 
 
@@ -104,7 +111,7 @@ class S3ObjectStore:
 
     def open_read(self, key: str) -> BinaryIO:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[no-any-return]
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except Exception as exc:  # noqa: BLE001
             _raise(exc, "get", key)
 
@@ -130,7 +137,9 @@ class S3ObjectStore:
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
                 for item in page.get("Contents", []):
                     yield item["Key"]
         except Exception as exc:  # noqa: BLE001
@@ -145,7 +154,9 @@ class S3ObjectStore:
     @contextmanager
     def multipart_put(self, key: str) -> Iterator[_S3MultipartWriter]:
         try:
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._sse)["UploadId"]
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._sse)[
+                "UploadId"
+            ]
         except Exception as exc:  # noqa: BLE001
             _raise(exc, "create multipart upload", key)
         writer = _S3MultipartWriter(self, key, upload_id)
@@ -153,10 +164,9 @@ class S3ObjectStore:
             yield writer
             writer.complete()
         except BaseException:
-            try:
+            # If abort fails too, the bucket's lifecycle rule cleans the incomplete upload.
+            with suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the lifecycle rule cleans what abort could not
-                pass
             raise
 
 
@@ -183,8 +193,11 @@ class _S3MultipartWriter:
         client = self._store.client
         try:
             response = client.upload_part(
-                Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id,
-                PartNumber=number, Body=data,
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
             )
         except Exception as exc:  # noqa: BLE001
             _raise(exc, "upload part", self._key)
@@ -197,7 +210,10 @@ class _S3MultipartWriter:
         client = self._store.client
         try:
             response = client.upload_part_copy(
-                Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number,
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
                 CopySource={"Bucket": self._store.bucket, "Key": source_key},
                 CopySourceRange=f"bytes={start}-{end - 1}",
             )
@@ -210,7 +226,9 @@ class _S3MultipartWriter:
             raise StorageError("a multipart object needs at least one part")
         try:
             self._store.client.complete_multipart_upload(
-                Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id,
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
         except Exception as exc:  # noqa: BLE001
@@ -237,7 +255,9 @@ def _raise(exc: Exception, action: str, key: str) -> NoReturn:
     if code in _NOT_FOUND:
         raise ObjectNotFoundError(f"S3 {action}: object {ref} does not exist") from exc
     if code in _TRANSIENT or isinstance(exc, ConnectionError | ReadTimeoutError):
-        raise TransientStorageError(f"S3 {action} of object {ref} failed ({code or type(exc).__name__}); retry") from exc
+        raise TransientStorageError(
+            f"S3 {action} of object {ref} failed ({code or type(exc).__name__}); retry"
+        ) from exc
     if code is not None or isinstance(exc, BotoCoreError):
         raise StorageError(f"S3 {action} of object {ref} failed ({code or type(exc).__name__})") from exc
     raise exc
