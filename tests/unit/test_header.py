@@ -72,11 +72,12 @@ def test_a_large_file_is_parsed_from_a_small_prefix(tmp_path: Path, syntax: str,
     ds.PixelData = np.arange(2048 * 4096, dtype=np.uint16).tobytes()
     ds.file_meta.TransferSyntaxUID = syntax
     out = tmp_path / "big.dcm"
-    ds.save_as(
+    pydicom.dcmwrite(
         out,
-        enforce_file_format=True,
+        ds,
         little_endian=syntax != ExplicitVRBigEndian,
         implicit_vr=syntax == ImplicitVRLittleEndian,
+        force_encoding=True,
     )
     data = out.read_bytes()
     calls, read_range = _recording_reader(data)
@@ -112,7 +113,7 @@ def test_a_file_cut_inside_its_header_is_truncated() -> None:
 
 
 def test_a_file_cut_inside_its_pixels_is_truncated() -> None:
-    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()[:-100]
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()[:-300]
     with pytest.raises(TruncatedHeaderError):
         read_header(lambda s, e: data[s:e], len(data))
 

@@ -138,6 +138,7 @@ class _RangeFile(io.RawIOBase):
         self._buf = bytearray()
         self._pos = 0
         self._next_block = initial
+        self.cut_in_element_header = False
 
     def readable(self) -> bool:
         return True
@@ -175,6 +176,9 @@ class _RangeFile(io.RawIOBase):
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         want = len(b)
+        if want <= 12 and self._pos < self._size < self._pos + want:
+            # pydicom takes a short element header read for a clean end of the file
+            self.cut_in_element_header = True
         self._ensure(self._pos + want)
         data = self._buf[self._pos : self._pos + want]
         n = len(data)
@@ -282,6 +286,8 @@ def _parse(fp: _RangeFile, file_size: int, max_deflated_size: int) -> DicomHeade
     implicit = bool(ds.original_encoding[0])
     little = bool(ds.original_encoding[1])
     header_end = fp.tell()
+    if fp.cut_in_element_header and transfer_syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        raise TruncatedHeaderError("the file ends inside an element's header")
     if not has_preamble and len(ds) == 0 and len(file_meta) == 0:
         raise NotDicomError("not a DICOM file: no 'DICM' prefix and no parseable data set")
     if not has_preamble and len(file_meta) == 0:
