@@ -1,0 +1,104 @@
+"""A PNG a clinician can look at: a coronal slice at end-inspiration with the ventilation map over
+the lungs, a colour bar, and the key numbers."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# A perceptually ordered map (viridis-like control points): dark = little ventilation.
+_CONTROL = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32
+)
+WIDTH = 640
+BAR_WIDTH = 110
+TEXT_HEIGHT = 120
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """RGB uint8 for ``values`` in [0, 1] (clipped).
+
+    Examples
+    --------
+    >>> colormap(np.array([0.0, 1.0])).tolist()
+    [[68, 1, 84], [253, 231, 37]]
+    """
+    v = np.clip(values, 0.0, 1.0) * (len(_CONTROL) - 1)
+    lo = np.floor(v).astype(int).clip(0, len(_CONTROL) - 2)
+    t = (v - lo)[..., None]
+    rgb = _CONTROL[lo] * (1 - t) + _CONTROL[lo + 1] * t
+    return np.rint(rgb).astype(np.uint8)
+
+
+def coronal_row(lung_mask: np.ndarray) -> int:
+    """The row (anterior-posterior index) whose coronal plane cuts through the most lung."""
+    return int(np.argmax(lung_mask.sum(axis=(0, 2), dtype=np.int64)))
+
+
+def render_preview(
+    hu: np.ndarray,
+    lung_mask: np.ndarray,
+    ventilation: np.ndarray,
+    defect_mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    results: Mapping[str, Any],
+) -> bytes:
+    """The PNG bytes. Arrays are [slices, rows, columns], slices increasing along the normal
+    (towards the head for axial images), so the image is flipped to put the head at the top."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    row = coronal_row(lung_mask)
+    ct = hu[:, row, :].astype(np.float32)[::-1]
+    lung = lung_mask[:, row, :].astype(bool)[::-1]
+    sv = ventilation[:, row, :][::-1]
+    defect = defect_mask[:, row, :].astype(bool)[::-1]
+    vmax = max(2.0 * float(results["ventilation"]["median_specific_ventilation"]), 1e-3)
+
+    grey = np.clip((ct + 1000.0) / 1200.0, 0, 1) * 255  # window -1000..200 HU
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    overlay = colormap(sv / vmax).astype(np.float32)
+    alpha = 0.75
+    rgb[lung] = (1 - alpha) * rgb[lung] + alpha * overlay[lung]
+    # Outline the defects in white so they read even where the colour is dark.
+    edge = defect & ~(
+        np.roll(defect, 1, 0) & np.roll(defect, -1, 0) & np.roll(defect, 1, 1) & np.roll(defect, -1, 1)
+    )
+    rgb[edge] = 255
+    image = Image.fromarray(rgb.astype(np.uint8), "RGB")
+    slice_mm, _, col_mm = spacing_mm
+    height = max(1, round(WIDTH * (ct.shape[0] * slice_mm) / (ct.shape[1] * col_mm)))
+    image = image.resize((WIDTH, height), Image.Resampling.NEAREST)
+
+    canvas = Image.new("RGB", (WIDTH + BAR_WIDTH, height + TEXT_HEIGHT), (0, 0, 0))
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    bar_h = max(height - 40, 20)
+    gradient = colormap(np.linspace(1.0, 0.0, bar_h))[:, None, :].repeat(20, axis=1)
+    canvas.paste(Image.fromarray(gradient, "RGB"), (WIDTH + 15, 20))
+    draw.text((WIDTH + 40, 14), f"{vmax:.2f}", fill="white", font=font)
+    draw.text((WIDTH + 40, 20 + bar_h // 2 - 6), f"{vmax / 2:.2f}", fill="white", font=font)
+    draw.text((WIDTH + 40, 20 + bar_h - 10), "0.00", fill="white", font=font)
+    draw.text((WIDTH + 5, 2), "spec. vent.", fill="white", font=font)
+    draw.text((WIDTH + 5, height - 16), "mL/mL", fill="white", font=font)
+
+    vent = results["ventilation"]
+    volumes = results["lung_volume_ml"]
+    lines = [
+        f"Coronal, end-inspiration (phase {results['inhale_phase']}); ventilation vs phase "
+        f"{results['exhale_phase']}; white outline: defect",
+        f"Lung volume: {volumes[results['inhale_phase']]:.0f} mL insp / "
+        f"{volumes[results['exhale_phase']]:.0f} mL exp    Tidal volume: {results['tidal_volume_ml']:.0f} mL",
+        f"Ventilation defect: {vent['defect_percent']:.1f} %    Heterogeneity (CV): "
+        f"{vent['heterogeneity_cv']:.2f}",
+        f"Model: {results['model']['name']} {results['model']['version']}"
+        "  (reference model, not for diagnosis)",
+    ]
+    for i, line in enumerate(lines):
+        draw.text((10, height + 10 + 26 * i), line, fill="white", font=font)
+    out = io.BytesIO()
+    canvas.save(out, format="PNG", optimize=False)
+    return out.getvalue()
