@@ -1,0 +1,364 @@
+"""De-identification, dicomflow beside its peers, in one run (issue 3's acceptance figures).
+
+Two inputs, generated once with ``dicomflow phantom`` and cached in ``.bench/deid/`` by parameters:
+
+- a CT series: 1 phase x 300 single-frame 512 x 512 slices (``phase_00/slice_SSSS.dcm``);
+- a ~1 GB Enhanced CT file: 1 phase x 2000 frames of 512 x 512 (``phase_00.dcm``).
+
+On each, one after the other: ``cp`` (the floor: bytes moved, nothing parsed), ``gdcmanon -e``
+(GDCM, C++; a self-signed certificate is made with openssl at run time), ``python -m dicognito``,
+``dicom-anonymizer`` and ``dicomflow deid``. Each run gets wall time, files/s, MB/s (input bytes per
+second) and peak RSS (the largest resident set of the process or any child it reaped, from
+``wait4``), and a timeout (``DEID_BENCH_TIMEOUT``, default 300 s; peers that load a whole 1 GB file
+may hit it, which is printed as ``timeout``). Ratios are dicomflow against each peer.
+
+Targets (issue 3): on the series, dicomflow's files/s at least gdcmanon's; on the 1 GB file, wall
+time at most 2x ``cp`` and peak RSS under 100 MB.
+
+``DEID_BENCH_QUICK=1`` shrinks both inputs (for trying the benchmark itself, not for figures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import BIN, WORK, header
+
+HERE = WORK / "deid"
+TIMEOUT_S = float(os.environ.get("DEID_BENCH_TIMEOUT", "300"))
+QUICK = os.environ.get("DEID_BENCH_QUICK") == "1"
+DICOMFLOW = "dicomflow"
+GDCM_INSTALL = "apt-get update && apt-get install -y libgdcm-tools"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    phases: int
+    slices: int
+    size: int
+    multiframe: bool
+
+    @property
+    def key(self) -> str:
+        layout = "mf" if self.multiframe else "sf"
+        return f"{layout}_p{self.phases}_s{self.slices}_n{self.size}"
+
+
+@dataclass(frozen=True)
+class Run:
+    tool: str
+    status: str  # "ok", "timeout", "exit N", "skipped: why"
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    files_out: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+CASES = (
+    Case("CT series, 300 x 512^2 slices", 1, 300, 512, False)
+    if not QUICK
+    else Case("CT series (quick)", 1, 20, 128, False),
+    Case("enhanced multi-frame, 2000 x 512^2 (~1 GB)", 1, 2000, 512, True)
+    if not QUICK
+    else Case("enhanced multi-frame (quick)", 1, 60, 128, True),
+)
+
+
+def main() -> int:
+    header("deid: dicomflow vs cp, gdcmanon, dicognito, dicom-anonymizer")
+    HERE.mkdir(parents=True, exist_ok=True)
+    certificate = _certificate()
+    key_file = HERE / "bench.key"
+    status = 0
+    results: dict[str, tuple[Case, int, int, list[Run]]] = {}
+    for case in CASES:
+        source, files, size = _input(case)
+        print(
+            f"\n-- {case.name}: {files} file(s), {size / 1e6:.0f} MB ({source.relative_to(WORK.parent)})",
+            flush=True,
+        )
+        runs = []
+        _warm(source)
+        for tool, build in _tools(certificate, key_file):
+            out = HERE / "out" / tool
+            shutil.rmtree(out, ignore_errors=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cmd = build(source, out)
+            run = _skipped(tool, cmd) if isinstance(cmd, str) else _measure(tool, cmd, out)
+            runs.append(run)
+            _print_run(run, files, size)
+            shutil.rmtree(out, ignore_errors=True)
+        _print_ratios(runs)
+        results[case.key] = (case, files, size, runs)
+        ours = _find(runs, DICOMFLOW)
+        if ours is None or not ours.ok:
+            status = 1
+    _print_targets(results)
+    return status
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+
+def _input(case: Case) -> tuple[Path, int, int]:
+    """The cached phantom for ``case``: (what to hand the tools, number of files, total bytes)."""
+    root = HERE / "inputs" / case.key
+    done = root / ".complete"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        cmd = [
+            BIN / "dicomflow",
+            "phantom",
+            root,
+            "--phases",
+            str(case.phases),
+            "--slices",
+            str(case.slices),
+            "--size",
+            str(case.size),
+        ] + (["--multiframe"] if case.multiframe else [])
+        print(f"generating {case.key} (cached for later runs) ...", flush=True)
+        start = time.perf_counter()
+        subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL)
+        print(f"  generated in {time.perf_counter() - start:.1f} s", flush=True)
+        done.write_text("")
+    manifest = json.loads((root / "manifest.json").read_text())
+    names = [f["name"] for f in manifest["files"]]
+    total = sum(f["size"] for f in manifest["files"])
+    if case.multiframe:
+        if len(names) != 1:
+            raise RuntimeError(f"{case.key}: expected one multi-frame file, the manifest lists {len(names)}")
+        return root / names[0], 1, total
+    folders = {str(Path(n).parent) for n in names}
+    if len(folders) != 1:
+        raise RuntimeError(f"{case.key}: expected one series folder, found {len(folders)}")
+    return root / folders.pop(), len(names), total
+
+
+def _warm(source: Path) -> None:
+    """Read the input once so that every tool starts from the same (warm) page cache."""
+    for path in [source] if source.is_file() else sorted(source.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                while fh.read(16 * 1024 * 1024):
+                    pass
+
+
+def _certificate() -> Path | None:
+    """A self-signed certificate for ``gdcmanon -e`` (it encrypts the removed values to it)."""
+    cert, key = HERE / "gdcmanon_cert.pem", HERE / "gdcmanon_key.pem"
+    if cert.exists():
+        return cert
+    if shutil.which("openssl") is None:
+        return None
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "3650",
+            "-nodes",
+            "-subj",
+            "/CN=dicomflow-bench",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return cert
+
+
+# -- tools -----------------------------------------------------------------------------------------
+
+
+def _tools(certificate: Path | None, key_file: Path) -> list[tuple[str, object]]:
+    """(name, build(source, out) -> command, or a string saying why it is skipped), in run order."""
+    python = str(BIN / "python")
+
+    def cp(source: Path, out: Path) -> Sequence[str]:
+        return ["cp", "-r", str(source), str(out)] if source.is_dir() else ["cp", str(source), str(out)]
+
+    def gdcmanon(source: Path, out: Path) -> Sequence[str] | str:
+        if shutil.which("gdcmanon") is None:
+            return f"gdcmanon not installed; install it with: {GDCM_INSTALL}"
+        if certificate is None:
+            return "openssl not found (gdcmanon -e needs a certificate)"
+        target = out if source.is_dir() else out / source.name
+        out.mkdir(parents=True, exist_ok=True)
+        return ["gdcmanon", "-e", "--continue", "-c", str(certificate), "-i", str(source), "-o", str(target)]
+
+    def dicognito(source: Path, out: Path) -> Sequence[str]:
+        return [python, "-m", "dicognito", "--quiet", "--output-directory", str(out), str(source)]
+
+    def dicom_anonymizer(source: Path, out: Path) -> Sequence[str] | str:
+        script = BIN / "dicom-anonymizer"
+        if not script.exists():
+            return "dicom-anonymizer not installed (pip install -r requirements-dev.txt)"
+        out.mkdir(parents=True, exist_ok=True)  # it refuses an output folder that does not exist
+        target = out if source.is_dir() else out / source.name
+        return [str(script), str(source), str(target)]
+
+    def dicomflow(source: Path, out: Path) -> Sequence[str]:
+        return [
+            str(BIN / "dicomflow"),
+            "deid",
+            str(source),
+            str(out),
+            "--key-file",
+            str(key_file),
+            "--report",
+            str(out.parent / "dicomflow_report.json"),
+        ]
+
+    return [
+        ("cp", cp),
+        ("gdcmanon", gdcmanon),
+        ("dicognito", dicognito),
+        ("dicom-anonymizer", dicom_anonymizer),
+        (DICOMFLOW, dicomflow),
+    ]
+
+
+def _skipped(tool: str, why: str) -> Run:
+    return Run(tool, f"skipped: {why}")
+
+
+def _measure(tool: str, cmd: Sequence[str], out: Path) -> Run:
+    """Run ``cmd`` in its own process group with a timeout; wall time and peak RSS from wait4."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # our own child's group: the tool and its workers
+
+    timer = threading.Timer(TIMEOUT_S, kill)
+    timer.start()
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read() if proc.stderr else b""))
+    reader.start()
+    _, wait_status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(wait_status)
+    reader.join()
+    rss = usage.ru_maxrss / 1024.0
+    files_out = sum(1 for p in out.rglob("*") if p.is_file()) if out.exists() else 0
+    if timed_out.is_set():
+        return Run(tool, "timeout", wall, rss, files_out)
+    if proc.returncode != 0:
+        tail = b"".join(stderr_chunks).decode(errors="replace").strip().splitlines()[-3:]
+        print(f"    {tool} exited {proc.returncode}: {' | '.join(tail)[:300]}", flush=True)
+        return Run(tool, f"exit {proc.returncode}", wall, rss, files_out)
+    return Run(tool, "ok", wall, rss, files_out)
+
+
+# -- printing --------------------------------------------------------------------------------------
+
+
+def _print_run(run: Run, files: int, size: int) -> None:
+    if run.status.startswith("skipped"):
+        print(f"  {run.tool:17s} {run.status}", flush=True)
+        return
+    rate = files / run.wall_s if run.wall_s else 0.0
+    mbps = size / 1e6 / run.wall_s if run.wall_s else 0.0
+    mark = "" if run.ok else f"  [{run.status}]"
+    print(
+        f"  {run.tool:17s} {run.wall_s:8.2f} s {rate:9.1f} files/s {mbps:8.1f} MB/s "
+        f"{run.peak_rss_mb:8.1f} MB peak RSS {run.files_out:5d} files out{mark}",
+        flush=True,
+    )
+
+
+def _print_ratios(runs: list[Run]) -> None:
+    ours = _find(runs, DICOMFLOW)
+    if ours is None or not ours.ok:
+        print("  ratios: dicomflow did not complete", flush=True)
+        return
+    for run in runs:
+        if run.tool == DICOMFLOW or run.status.startswith("skipped"):
+            continue
+        if run.status == "timeout":
+            print(
+                f"  dicomflow vs {run.tool:17s} peer timed out after {TIMEOUT_S:.0f} s; dicomflow "
+                f"took {ours.wall_s:.2f} s",
+                flush=True,
+            )
+            continue
+        speed = run.wall_s / ours.wall_s if ours.wall_s else float("inf")
+        memory = ours.peak_rss_mb / run.peak_rss_mb if run.peak_rss_mb else float("inf")
+        note = "" if run.ok else f" (peer {run.status})"
+        print(
+            f"  dicomflow vs {run.tool:17s} speed {speed:6.2f}x (peer time / ours)   "
+            f"peak RSS {memory:6.2f}x (ours / peer){note}",
+            flush=True,
+        )
+
+
+def _find(runs: list[Run], tool: str) -> Run | None:
+    return next((r for r in runs if r.tool == tool), None)
+
+
+def _print_targets(results: dict[str, tuple[Case, int, int, list[Run]]]) -> None:
+    print("\n-- targets (issue 3)", flush=True)
+    series = next((v for v in results.values() if not v[0].multiframe), None)
+    big = next((v for v in results.values() if v[0].multiframe), None)
+    if series is not None:
+        _, files, _, runs = series
+        ours, gdcm = _find(runs, DICOMFLOW), _find(runs, "gdcmanon")
+        if ours is None or not ours.ok:
+            print("  series: dicomflow files/s >= gdcmanon files/s: NOT MET (dicomflow did not complete)")
+        elif gdcm is None or not gdcm.ok:
+            why = gdcm.status if gdcm else "absent"
+            print(f"  series: dicomflow files/s >= gdcmanon files/s: not measured (gdcmanon {why})")
+        else:
+            a, b = files / ours.wall_s, files / gdcm.wall_s
+            print(
+                f"  series: dicomflow files/s >= gdcmanon files/s: {a:.1f} vs {b:.1f} -> "
+                f"{'MET' if a >= b else 'NOT MET'}"
+            )
+    if big is not None:
+        _, _, _, runs = big
+        ours, cp = _find(runs, DICOMFLOW), _find(runs, "cp")
+        if ours is None or not ours.ok or cp is None or not cp.ok:
+            print("  1 GB file: not measured (dicomflow or cp did not complete): NOT MET")
+        else:
+            print(
+                f"  1 GB file: dicomflow wall <= 2 x cp: {ours.wall_s:.2f} s vs 2 x {cp.wall_s:.2f} s -> "
+                f"{'MET' if ours.wall_s <= 2 * cp.wall_s else 'NOT MET'}"
+            )
+            print(
+                f"  1 GB file: dicomflow peak RSS < 100 MB: {ours.peak_rss_mb:.1f} MB -> "
+                f"{'MET' if ours.peak_rss_mb < 100 else 'NOT MET'}"
+            )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
