@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -261,3 +264,28 @@ def test_uid_syntax(uid: str, valid: bool) -> None:
 def test_explicit_little_endian_is_what_the_tests_write() -> None:
     # Guard for the byte patch in test_an_unknown_transfer_syntax_is_rejected
     assert ct().file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+
+
+_CT_BYTES = Path(CT_SMALL).read_bytes()
+_HEADER_END = _CT_BYTES.index(b"\xe0\x7f\x10\x00")  # where Pixel Data starts in CT_small.dcm
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, _HEADER_END - 1), st.integers(0, 255)), min_size=1, max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, len(_CT_BYTES))),
+)
+def test_corrupted_headers_are_rejected_or_accepted_but_never_raise(
+    edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    # Given CT_small.dcm with random bytes of its header overwritten, and perhaps cut short
+    data = bytearray(_CT_BYTES)
+    for offset, value in edits:
+        data[offset] = value
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzzed.dcm"
+        path.write_bytes(bytes(data[:cut]))
+        # When it is validated, Then a report comes back (no exception), and it is plain data
+        report = validate_file(path, expected_sha256="0" * 64)
+    json.dumps(report.to_dict())
+    assert not report.accepted  # the SHA-256 alone rejects it; the point is that nothing raised

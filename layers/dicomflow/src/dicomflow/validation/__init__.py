@@ -202,13 +202,14 @@ def _validate(
             (Finding("UNREADABLE", f"the file cannot be read ({exc.strerror or type(exc).__name__})"),),
         )
     except Exception as exc:  # noqa: BLE001 - malformed input is rejected with a reason, never raised
+        from dicomflow.dicom.header import DicomFormatError
+
         code = _READ_ERROR_CODES.get(type(exc).__name__, "HEADER_MALFORMED")
         # Our reader's messages name the problem, never a value; anything else gives only its type.
-        message = (
-            str(exc)
-            if code != "HEADER_MALFORMED" or type(exc).__name__ in _READ_ERROR_CODES
-            else (f"the header cannot be parsed ({type(exc).__name__})")
-        )
+        if isinstance(exc, DicomFormatError):
+            message = str(exc)
+        else:
+            message = f"the header cannot be parsed ({type(exc).__name__})"
         return ValidationReport(subject, (Finding(code, message),))
     findings: list[Finding] = []
     details = dict(report.details)

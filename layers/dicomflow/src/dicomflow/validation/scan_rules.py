@@ -71,7 +71,7 @@ class FileSummary:
     sop_class: str | None = None
     rows: int | None = None
     columns: int | None = None
-    pixel_spacing: tuple[float, float] | None = None
+    pixel_spacing: _Vector | None = None
     orientation: _Vector | None = None
     positions: tuple[float, ...] = ()
     temporal_positions: tuple[int | None, ...] = ()
@@ -212,16 +212,16 @@ def _multiframe_geometry(dataset: Dataset, value: Any, findings: list[Finding]) 
     orientations: list[_Vector | None] = []
     positions: list[float] = []
     temporal: list[int | None] = []
-    spacing: tuple[float, float] | None = None
-    spacings: set[tuple[float, float]] = set()
+    spacing: _Vector | None = None
+    spacings: set[_Vector] = set()
     unplaced = 0
     for item in per_frame:
         orientation = _floats(group(item, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
         position = _floats(group(item, "PlanePositionSequence", "ImagePositionPatient"), 3)
         frame_spacing = _floats(group(item, "PixelMeasuresSequence", "PixelSpacing"), 2)
         if frame_spacing is not None:
-            spacings.add(frame_spacing)  # type: ignore[arg-type]
-            spacing = spacing or frame_spacing  # type: ignore[assignment]
+            spacings.add(frame_spacing)
+            spacing = spacing or frame_spacing
         orientations.append(orientation)
         temporal.append(_int(group(item, "FrameContentSequence", "TemporalPositionIndex")))
         if orientation is None or position is None:
