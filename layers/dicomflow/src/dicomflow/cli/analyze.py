@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder for the outputs (created)")
     parser.add_argument("--model", type=Path, help="an ONNX model to use instead of the packaged one")
     parser.add_argument("--model-sha256", help="the SHA-256 the --model file must have")
-    parser.add_argument("--threads", type=int, default=None, help="threads and reader processes (default: cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads and reader processes (default: cores)"
+    )
     parser.add_argument("--scan-id", default=None, help="scan id to record in results.json")
     parser.set_defaults(func=run)
 
@@ -39,8 +41,13 @@ def run(args: argparse.Namespace) -> int:
     spec = resolve_model(args.model, args.model_sha256)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results = analyze_scan(
-        LocalObjectStore(args.scan_dir), "", LocalObjectStore(args.out_dir), "", spec,
-        scan_id=args.scan_id, threads=args.threads,
+        LocalObjectStore(args.scan_dir),
+        "",
+        LocalObjectStore(args.out_dir),
+        "",
+        spec,
+        scan_id=args.scan_id,
+        threads=args.threads,
     )
     vent = results["ventilation"]
     summary = {

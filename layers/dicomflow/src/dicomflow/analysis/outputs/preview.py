@@ -62,15 +62,18 @@ def render_preview(
     overlay = colormap(sv / vmax).astype(np.float32)
     alpha = 0.75
     rgb[lung] = (1 - alpha) * rgb[lung] + alpha * overlay[lung]
-    # Outline the defects in white so they read even where the colour is dark.
-    edge = defect & ~(
-        np.roll(defect, 1, 0) & np.roll(defect, -1, 0) & np.roll(defect, 1, 1) & np.roll(defect, -1, 1)
-    )
-    rgb[edge] = 255
     image = Image.fromarray(rgb.astype(np.uint8), "RGB")
     slice_mm, _, col_mm = spacing_mm
     height = max(1, round(WIDTH * (ct.shape[0] * slice_mm) / (ct.shape[1] * col_mm)))
     image = image.resize((WIDTH, height), Image.Resampling.NEAREST)
+    # Outline the defects in white (at display size, so the line stays thin) so they read even where
+    # the colour is dark.
+    big = np.asarray(Image.fromarray(defect.astype(np.uint8) * 255).resize((WIDTH, height))) > 127
+    inner = big.copy()
+    inner[1:-1, 1:-1] = big[1:-1, 1:-1] & big[:-2, 1:-1] & big[2:, 1:-1] & big[1:-1, :-2] & big[1:-1, 2:]
+    shown = np.asarray(image).copy()
+    shown[big & ~inner] = 255
+    image = Image.fromarray(shown, "RGB")
 
     canvas = Image.new("RGB", (WIDTH + BAR_WIDTH, height + TEXT_HEIGHT), (0, 0, 0))
     canvas.paste(image, (0, 0))
