@@ -1,0 +1,1 @@
+"""The upload API Lambda function (API Gateway REST, IAM auth)."""

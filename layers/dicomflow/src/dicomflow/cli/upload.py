@@ -1,0 +1,132 @@
+"""``dicomflow upload SCAN_DIR --api URL``: upload a scan folder, resumably.
+
+Exit status: 0 uploaded (or already uploaded), 1 failed (the message says what to do), 130
+interrupted (the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "upload",
+        help="upload a scan folder through the upload API (resumable)",
+        description="Upload every file of SCAN_DIR as one scan: builds the manifest, uploads parts in "
+        "parallel through presigned URLs, and resumes from the journal in SCAN_DIR after a crash, a "
+        "kill or a reboot (run the same command again).",
+    )
+    parser.add_argument("scan_dir", type=Path, metavar="SCAN_DIR")
+    parser.add_argument(
+        "--api",
+        default=os.environ.get("DICOMFLOW_API_URL"),
+        help="the upload API's URL (default: $DICOMFLOW_API_URL)",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="parts in flight at once (default 4)")
+    parser.add_argument(
+        "--part-size-mib",
+        type=int,
+        default=None,
+        help="part size to propose, in MiB (default 64; the API may choose another)",
+    )
+    parser.add_argument(
+        "--metadata",
+        help="scan metadata: a JSON file or inline JSON with device_id, "
+        "scan_type and optionally device_settings",
+    )
+    parser.add_argument("--device-id", help="the device's id (instead of --metadata)")
+    parser.add_argument("--scan-type", help="4d-ct, inspiration-hold or expiration-hold")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("DICOMFLOW_API_TOKEN"),
+        help="the local gateway's token (default: $DICOMFLOW_API_TOKEN)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def _metadata(args: argparse.Namespace) -> dict[str, Any]:
+    from dicomflow.errors import UploadError
+
+    data: dict[str, Any] = {}
+    if args.metadata:
+        text = args.metadata
+        if not text.lstrip().startswith("{"):
+            try:
+                text = Path(text).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UploadError(f"--metadata {args.metadata}: cannot read it ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise UploadError("--metadata is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise UploadError("--metadata must be a JSON object with device_id and scan_type")
+    if args.device_id:
+        data["device_id"] = args.device_id
+    if args.scan_type:
+        data["scan_type"] = args.scan_type
+    missing = [k for k in ("device_id", "scan_type") if not data.get(k)]
+    if missing:
+        raise UploadError(
+            f"scan metadata lacks {', '.join(missing)}: give --device-id and --scan-type, or --metadata"
+        )
+    unknown = set(data) - {"device_id", "scan_type", "device_settings"}
+    if unknown:
+        raise UploadError(f"--metadata has unknown fields: {', '.join(sorted(unknown))}")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from dicomflow.errors import DicomflowError
+    from dicomflow.upload.device import DEFAULT_PART_SIZE, UploadInterrupted, Uploader
+    from dicomflow.upload.parts import MiB
+
+    command = "dicomflow upload"
+    try:
+        if not args.api:
+            print(f"{command}: no API URL; give --api URL or set DICOMFLOW_API_URL", file=sys.stderr)
+            return 1
+        metadata = _metadata(args)
+        uploader = Uploader(
+            args.api,
+            workers=args.workers,
+            token=args.token,
+            progress=not args.quiet,
+            part_size=args.part_size_mib * MiB if args.part_size_mib else DEFAULT_PART_SIZE,
+        )
+        result = uploader.upload(
+            args.scan_dir,
+            device_id=metadata["device_id"],
+            scan_type=metadata["scan_type"],
+            device_settings=metadata.get("device_settings"),
+        )
+    except UploadInterrupted as exc:
+        print(f"\n{command}: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(
+            f"\n{command}: interrupted before the upload started; run the same command again", file=sys.stderr
+        )
+        return 130
+    except DicomflowError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 1
+    if result.already_uploaded:
+        print(f"scan {result.scan_id} was already uploaded ({result.status}); nothing to do")
+        return 0
+    rate = result.bytes_sent / result.seconds / 1e6 if result.seconds else 0.0
+    print(
+        f"scan {result.scan_id} {result.status}: {result.files} file(s), {result.bytes_total} bytes; sent "
+        f"{result.parts_sent} part(s) ({result.bytes_sent} bytes) in {result.seconds:.1f} s ({rate:.1f} MB/s)"
+        + (f", {result.urls_refreshed} URL(s) refreshed" if result.urls_refreshed else "")
+        + (f", {result.retries} retr{'y' if result.retries == 1 else 'ies'}" if result.retries else "")
+        + (" (resumed)" if result.resumed else "")
+    )
+    return 0

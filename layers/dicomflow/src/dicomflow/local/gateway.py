@@ -1,0 +1,220 @@
+"""A local API Gateway: HTTP on 127.0.0.1 turned into API Gateway REST proxy events, handed to the
+SAME Lambda handler in-process, its proxy response turned back into HTTP.
+
+What it checks, standing in for API Gateway (IAM/SigV4 in AWS, throttling on the stage):
+
+- **Authentication**: when started with a ``token``, every request must carry
+  ``X-Dicomflow-Token: <token>`` (compared in constant time), else 403 ``Missing Authentication
+  Token`` as API Gateway answers. SigV4 signatures are not verified locally (there is no IAM);
+  the device still sends them when it has AWS credentials.
+- **Size**: a body over 10 MiB (API Gateway's payload limit) gets 413 without reaching the handler;
+  a request without ``Content-Length`` on POST/PUT gets 411.
+- Paths and methods are routed by the handler itself (its resolver answers 404 / 405).
+
+Not emulated: the 29 s integration timeout, stage throttling, mutual TLS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+TOKEN_HEADER = "X-Dicomflow-Token"
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass
+class LambdaContextStub:
+    """The attributes of a Lambda context that handlers and powertools read."""
+
+    function_name: str = "local-upload-api"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local-upload-api"
+    memory_limit_in_mb: int = 1024
+    aws_request_id: str = ""
+    log_group_name: str = "/aws/lambda/local-upload-api"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def proxy_event(
+    method: str,
+    raw_path: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    stage: str = "local",
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """The API Gateway REST (v1) proxy event for one HTTP request.
+
+    Examples
+    --------
+    >>> e = proxy_event("GET", "/scans/abc?x=1", {"Host": "h"}, b"")
+    >>> e["httpMethod"], e["path"], e["queryStringParameters"]
+    ('GET', '/scans/abc', {'x': '1'})
+    """
+    split = urlsplit(raw_path)
+    query = parse_qsl(split.query, keep_blank_values=True)
+    multi_query: dict[str, list[str]] = {}
+    for key, value in query:
+        multi_query.setdefault(key, []).append(value)
+    try:
+        text = body.decode("utf-8")
+        encoded = False
+    except UnicodeDecodeError:
+        text = base64.b64encode(body).decode("ascii")
+        encoded = True
+    request_id = str(uuid.uuid4())
+    return {
+        "resource": "/{proxy+}",
+        "path": unquote(split.path),
+        "httpMethod": method,
+        "headers": dict(headers),
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": dict(query) or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {"proxy": unquote(split.path).lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": f"/{stage}{split.path}",
+            "stage": stage,
+            "requestId": request_id,
+            "accountId": "123456789012",
+            "apiId": "local",
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {
+                "sourceIp": source_ip,
+                "userAgent": headers.get("User-Agent", ""),
+                "caller": "local",
+                "user": "local",
+            },
+        },
+        "body": text if body else None,
+        "isBase64Encoded": encoded,
+    }
+
+
+class LocalGateway:
+    """Serve ``handler`` on 127.0.0.1.
+
+    Examples
+    --------
+    >>> gw = LocalGateway(lambda event, context: {"statusCode": 200, "body": "ok"}).start()
+    >>> import urllib.request
+    >>> urllib.request.urlopen(gw.url + "/anything").read()
+    b'ok'
+    >>> gw.stop()
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.handler = handler
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.requests = 0
+        self._server = ThreadingHTTPServer((host, port), self._request_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> LocalGateway:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> LocalGateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _request_class(self) -> type[BaseHTTPRequestHandler]:
+        gateway = self
+
+        class Request(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # paths may carry ids only; still quiet
+                return
+
+            def _handle(self) -> None:
+                gateway.requests += 1
+                if gateway.token is not None:
+                    sent = self.headers.get(TOKEN_HEADER, "")
+                    if not hmac.compare_digest(sent.encode(), gateway.token.encode()):
+                        self._reply(403, {}, b'{"message": "Missing Authentication Token"}')
+                        return
+                length_header = self.headers.get("Content-Length")
+                if length_header is None and self.command in ("POST", "PUT", "PATCH"):
+                    self._reply(411, {}, b'{"message": "Length Required"}')
+                    return
+                length = int(length_header or 0)
+                if length > gateway.max_body_bytes:
+                    self.close_connection = True
+                    self._reply(413, {}, b'{"message": "Request Too Long"}')
+                    return
+                body = self.rfile.read(length) if length else b""
+                event = proxy_event(
+                    self.command,
+                    self.path,
+                    dict(self.headers.items()),
+                    body,
+                    source_ip=self.client_address[0],
+                )
+                context = LambdaContextStub(aws_request_id=event["requestContext"]["requestId"])
+                try:
+                    result = gateway.handler(event, context)
+                except Exception:  # noqa: BLE001 - API Gateway answers 502 when the function fails
+                    self._reply(502, {}, b'{"message": "Internal server error"}')
+                    return
+                payload = result.get("body") or ""
+                data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode("utf-8")
+                headers = dict(result.get("headers") or {})
+                for name, values in (result.get("multiValueHeaders") or {}).items():
+                    headers[name] = ",".join(values)
+                self._reply(int(result.get("statusCode", 200)), headers, data)
+
+            def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                headers.setdefault("Content-Type", "application/json")
+                for name, value in headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+        return Request

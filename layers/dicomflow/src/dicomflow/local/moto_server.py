@@ -1,0 +1,121 @@
+"""An embedded moto server on 127.0.0.1 with the resources dicomflow needs.
+
+``start_local_aws()`` starts :class:`moto.server.ThreadedMotoServer` on a free port, sets
+``MOTO_PORT`` (moto calls back into itself in server mode) and placeholder AWS credentials when
+none are set, and creates the KMS key, the ingest bucket (SSE-KMS default encryption with that key)
+and the scans table. :meth:`LocalAws.settings_env` gives the ``DICOMFLOW_*`` variables that point
+the code at it. ``python -m dicomflow.local.moto_server`` runs one in its own process (benchmarks),
+printing its settings as one JSON line and stopping when stdin closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomflow.upload.scans_table import create_table
+
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass
+class LocalAws:
+    """A running embedded moto server and the names of what was created in it."""
+
+    endpoint_url: str
+    region: str
+    ingest_bucket: str
+    scans_table: str
+    kms_key_id: str
+    server: Any = field(repr=False, default=None)
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=self.region)
+
+    def settings_env(self) -> dict[str, str]:
+        """``DICOMFLOW_*`` variables that point dicomflow at this server."""
+        return {
+            "DICOMFLOW_REGION": self.region,
+            "DICOMFLOW_AWS_ENDPOINT_URL": self.endpoint_url,
+            "DICOMFLOW_INGEST_BUCKET": self.ingest_bucket,
+            "DICOMFLOW_SCANS_TABLE": self.scans_table,
+            "DICOMFLOW_KMS_KEY_ID": self.kms_key_id,
+        }
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> LocalAws:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_local_aws(
+    *,
+    ingest_bucket: str = "dicomflow-ingest",
+    scans_table: str = "dicomflow-scans",
+    region: str = DEFAULT_REGION,
+) -> LocalAws:
+    """Start moto on 127.0.0.1 (a free port) and create the key, the bucket and the table."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    # Placeholders only if the developer has none: moto accepts any, and nothing must reach AWS.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["MOTO_PORT"] = str(port)
+    local = LocalAws(
+        endpoint_url=f"http://{host}:{port}",
+        region=region,
+        ingest_bucket=ingest_bucket,
+        scans_table=scans_table,
+        kms_key_id="",
+        server=server,
+    )
+    kms = local.client("kms")
+    local.kms_key_id = kms.create_key(Description="dicomflow local data key")["KeyMetadata"]["KeyId"]
+    s3 = local.client("s3")
+    s3.create_bucket(Bucket=ingest_bucket)
+    s3.put_bucket_encryption(
+        Bucket=ingest_bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": local.kms_key_id,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    create_table(local.client("dynamodb"), scans_table)
+    return local
+
+
+def main() -> int:  # pragma: no cover - used by the benchmark as a separate process
+    local = start_local_aws()
+    print(json.dumps(local.settings_env()), flush=True)
+    sys.stdin.read()
+    local.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

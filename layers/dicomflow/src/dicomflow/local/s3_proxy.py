@@ -1,0 +1,151 @@
+"""A small HTTP proxy in front of moto that makes S3 requests behave as S3 in AWS does where moto
+does not: it refuses expired presigned URLs (``X-Amz-Date`` + ``X-Amz-Expires``, 403 "Request has
+expired") and bodies that do not match their ``x-amz-checksum-sha256`` header (400 ``BadDigest``).
+It also counts PUTs per object and part, so that tests can see what a device re-sent, and can slow
+PUTs down (``put_delay_s``) to make an upload last long enough to interrupt.
+
+Presigned signatures are not checked (moto's server does not know the signing key either).
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import http.client
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
+
+
+def _s3_error(code: str, message: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    ).encode()
+
+
+class S3Proxy:
+    """Serve on 127.0.0.1 (a free port) and forward to ``upstream`` (the moto server's URL)."""
+
+    def __init__(self, upstream: str, *, put_delay_s: float = 0.0) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.put_delay_s = put_delay_s
+        self.puts: Counter[tuple[str, int]] = Counter()  # (path, part number or 0) -> PUTs received
+        self.expired = 0
+        self.bad_digests = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> S3Proxy:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> S3Proxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                split = urlsplit(self.path)
+                query = parse_qs(split.query)
+                if "X-Amz-Expires" in query and _expired(query):
+                    with proxy._lock:
+                        proxy.expired += 1
+                    self._reply(403, _s3_error("AccessDenied", "Request has expired"))
+                    return
+                if self.command == "PUT" and "x-amz-copy-source" not in self.headers:
+                    part = int(query.get("partNumber", ["0"])[0])
+                    with proxy._lock:
+                        proxy.puts[(split.path, part)] += 1
+                    expected = self.headers.get("x-amz-checksum-sha256")
+                    if expected is not None:
+                        actual = base64.b64encode(hashlib.sha256(body).digest()).decode()
+                        if actual != expected:
+                            with proxy._lock:
+                                proxy.bad_digests += 1
+                            self._reply(
+                                400,
+                                _s3_error(
+                                    "BadDigest",
+                                    "The SHA256 you specified did not match the calculated checksum.",
+                                ),
+                            )
+                            return
+                    if proxy.put_delay_s:
+                        time.sleep(proxy.put_delay_s)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=300)
+                try:
+                    conn.request(self.command, self.path, body=body if length else None, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    self.send_response(response.status, response.reason)
+                    for name, value in response.getheaders():
+                        if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    conn.close()
+
+            def _reply(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        return Handler
+
+
+def _expired(query: dict[str, list[str]]) -> bool:
+    try:
+        signed = calendar.timegm(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ"))
+        return time.time() > signed + int(query["X-Amz-Expires"][0])
+    except (KeyError, ValueError):
+        return True

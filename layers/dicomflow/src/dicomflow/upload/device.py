@@ -1,0 +1,892 @@
+"""The device uploader: a scan folder into the cloud through the upload API's presigned URLs.
+
+Standard library only (``http.client``, ``concurrent.futures``, ``hashlib``, ``json``), so it installs
+on a Windows device; it imports :mod:`dicomflow.manifest` and :mod:`dicomflow.upload.parts`, which
+are standard-library only too. The device holds no credentials for the data, only short-lived URLs;
+with AWS credentials in its environment it signs its API calls with SigV4 (the API's IAM auth).
+
+What it does, in order:
+
+1. Builds the manifest (size and SHA-256 of every file) and, in the same read, the SHA-256 of every
+   part (part size from :func:`~dicomflow.upload.parts.choose_part_size`), so nothing is hashed
+   twice; keeps both in the journal next to the scan.
+2. ``POST /scans`` (first time) or, when the journal names a scan, asks the API which parts S3
+   already holds: a restart after a crash, a kill or a reboot re-sends only what did not land.
+3. PUTs parts in parallel (``workers`` threads, one kept-alive connection each), each with its
+   signed SHA-256; retries 5xx, throttling and network errors with exponential backoff and jitter;
+   refreshes expired URLs (403); completes each file, then the scan.
+
+Every failure ends in :class:`~dicomflow.errors.UploadError` whose message says what happened and
+what to do; an interrupt ends in :class:`UploadInterrupted` after the journal is saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from dicomflow.errors import DicomflowError, UploadError
+from dicomflow.manifest import DeviceSettings, ManifestFile, ScanManifest, ScanType, check_relative_name
+from dicomflow.upload.journal import Journal
+from dicomflow.upload.parts import MiB, choose_part_size, is_single_put, part_count, part_range
+from dicomflow.upload.progress import Progress
+
+DEFAULT_WORKERS = 4
+DEFAULT_PART_SIZE = 64 * MiB
+TOKEN_HEADER = "X-Dicomflow-Token"
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+_HASH_CHUNK = 8 * MiB
+
+
+class UploadInterrupted(UploadError):
+    """The upload was stopped (Ctrl-C); the journal is saved and the same command resumes it."""
+
+
+class ApiError(UploadError):
+    """The upload API refused a request; ``code`` and the message are the API's."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class AwsCredentials:
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsCredentials | None:
+        env = os.environ if environ is None else environ
+        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+            return cls(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN"))
+        return None
+
+
+def sigv4_headers(
+    method: str,
+    url: str,
+    body: bytes,
+    credentials: AwsCredentials,
+    region: str,
+    *,
+    service: str = "execute-api",
+    now: float | None = None,
+) -> dict[str, str]:
+    """Headers that sign a request with AWS Signature Version 4 (what API Gateway's IAM auth checks).
+
+    Examples
+    --------
+    >>> h = sigv4_headers("GET", "https://abc.execute-api.eu-west-1.amazonaws.com/prod/scans/x", b"",
+    ...                   AwsCredentials("AKID", "secret"), "eu-west-1", now=0)
+    >>> h["Authorization"].split(",")[0]
+    'AWS4-HMAC-SHA256 Credential=AKID/19700101/eu-west-1/execute-api/aws4_request'
+    """
+    split = urlsplit(url)
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    datestamp = amz_date[:8]
+    headers = {"host": split.netloc, "x-amz-date": amz_date}
+    if credentials.session_token:
+        headers["x-amz-security-token"] = credentials.session_token
+    signed = ";".join(sorted(headers))
+    query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+        for k, v in sorted(p.split("=", 1) if "=" in p else (p, "") for p in split.query.split("&") if p)
+    )
+    canonical = "\n".join(
+        [
+            method,
+            quote(split.path or "/", safe="/~"),
+            query,
+            "".join(f"{k}:{headers[k].strip()}\n" for k in sorted(headers)),
+            signed,
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    scope = f"{datestamp}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + credentials.secret_key).encode()
+    for part in (datestamp, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    out = {
+        "X-Amz-Date": amz_date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature}",
+    }
+    if credentials.session_token:
+        out["X-Amz-Security-Token"] = credentials.session_token
+    return out
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits up to ``min(cap, base * 2**n)``."""
+
+    attempts: int = 8
+    base_s: float = 0.5
+    cap_s: float = 20.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.5, 1.0) * min(self.cap_s, self.base_s * 2**attempt)
+
+
+class _Connections:
+    """One kept-alive HTTP(S) connection per thread and host."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def get(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        pool: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = cls(netloc, timeout=self.timeout)
+            pool[(scheme, netloc)] = conn
+        return conn
+
+    def drop(self, scheme: str, netloc: str) -> None:
+        pool = self._local.__dict__.get("pool", {})
+        conn = pool.pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+
+def _request(
+    conns: _Connections, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    split = urlsplit(url)
+    target = split.path + (f"?{split.query}" if split.query else "")
+    for fresh in (False, True):
+        conn = conns.get(split.scheme, split.netloc)
+        try:
+            conn.request(method, target, body=body, headers=dict(headers))
+            response = conn.getresponse()
+            data = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            conns.drop(split.scheme, split.netloc)
+            if fresh:
+                raise
+            # A kept-alive connection the server closed meanwhile: try once on a new one.
+        except BaseException:
+            conns.drop(split.scheme, split.netloc)
+            raise
+    raise AssertionError("unreachable")
+
+
+class ApiClient:
+    """JSON calls to the upload API, retried on 5xx, throttling and network errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        credentials: AwsCredentials | None = None,
+        region: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.credentials = credentials
+        self.region = region or _region_of(self.base_url)
+        self.retry = retry or RetryPolicy()
+        self._conns = _Connections(timeout)
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        url = self.base_url + path
+        data = json.dumps(body).encode() if body is not None else b""
+        last: Exception | None = None
+        for attempt in range(self.retry.attempts):
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if self.token:
+                headers[TOKEN_HEADER] = self.token
+            if self.credentials and self.region:
+                headers.update(sigv4_headers(method, url, data, self.credentials, self.region))
+            try:
+                status, _, payload = _request(
+                    self._conns, method, url, data if method != "GET" else None, headers
+                )
+            except OSError as exc:
+                last = exc
+                time.sleep(self.retry.delay(attempt))
+                continue
+            if status in _RETRYABLE_STATUS:
+                last = ApiError(status, "unavailable", f"the upload API answered {status}")
+                time.sleep(self.retry.delay(attempt))
+                continue
+            try:
+                answer = json.loads(payload or b"{}")
+            except ValueError:
+                answer = {"message": payload[:200].decode(errors="replace")}
+            if status >= 400:
+                raise ApiError(
+                    status,
+                    str(answer.get("error", "http_error")),
+                    str(answer.get("message", f"HTTP {status}")),
+                )
+            return dict(answer)
+        raise UploadError(
+            f"the upload API at {self.base_url} could not be reached after {self.retry.attempts} attempts "
+            f"({type(last).__name__}: {last}); check the network and the --api URL, then run the same "
+            "command again to resume"
+        )
+
+
+def _region_of(url: str) -> str | None:
+    host = urlsplit(url).hostname or ""
+    parts = host.split(".")
+    if "execute-api" in parts and parts.index("execute-api") + 1 < len(parts):
+        return parts[parts.index("execute-api") + 1]
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+# -- the scan folder ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    name: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def scan_folder(root: Path) -> list[LocalFile]:
+    """Every regular file of the scan (sorted POSIX names), skipping hidden names and manifest.json."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "manifest.json" or any(p.startswith(".") for p in rel.split("/")) or not path.is_file():
+            continue
+        st = path.stat()
+        out.append(LocalFile(rel, path, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def hash_file(path: Path, part_size: int) -> tuple[str, list[str]]:
+    """SHA-256 of the whole file and of each part, in one read. The two digests run in two threads
+    (hashlib releases the GIL), so a large file costs one pass of wall time.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "f"; _ = p.write_bytes(b"abc")
+    >>> whole, parts = hash_file(p, 5 * 1024 * 1024)
+    >>> whole == parts[0] == hashlib.sha256(b"abc").hexdigest()
+    True
+    """
+    size = path.stat().st_size
+    if is_single_put(size, part_size):
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        return digest, [digest]
+    whole = hashlib.sha256()
+    parts: list[str] = []
+    current = hashlib.sha256()
+    filled = 0
+    with ThreadPoolExecutor(max_workers=1) as pool, open(path, "rb", buffering=0) as fh:
+        pending = None
+        while True:
+            chunk = fh.read(min(_HASH_CHUNK, part_size - filled))
+            if not chunk:
+                break
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(whole.update, chunk)
+            current.update(chunk)
+            filled += len(chunk)
+            if filled == part_size:
+                parts.append(current.hexdigest())
+                current, filled = hashlib.sha256(), 0
+        if pending is not None:
+            pending.result()
+    if filled:
+        parts.append(current.hexdigest())
+    return whole.hexdigest(), parts
+
+
+# -- the uploader -------------------------------------------------------------------------------------
+
+
+@dataclass
+class UploadResult:
+    scan_id: str
+    status: str
+    files: int
+    bytes_total: int
+    bytes_sent: int = 0
+    parts_sent: int = 0
+    urls_refreshed: int = 0
+    retries: int = 0
+    resumed: bool = False
+    already_uploaded: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _FileState:
+    index: int
+    local: LocalFile
+    part_size: int
+    count: int
+    method: str
+    hashes: list[str]
+    pending: set[int] = field(default_factory=set)
+    restarts: int = 0
+
+
+class _Stop(Exception):
+    """Raised in workers once the upload is stopping."""
+
+
+class Uploader:
+    """Uploads scan folders through the upload API at ``api_url``.
+
+    Parameters
+    ----------
+    api_url
+        The API's base URL (``https://<id>.execute-api.<region>.amazonaws.com/<stage>`` or the local
+        gateway's).
+    workers
+        Parts in flight at once.
+    part_size
+        The part size the device proposes (the API may choose another; then parts are re-hashed).
+    token, credentials
+        The local gateway's token; AWS credentials to sign API calls with SigV4 (default: from the
+        environment).
+    progress
+        Show progress on stderr (a bar on a terminal).
+
+    Examples
+    --------
+    >>> Uploader("http://127.0.0.1:1", workers=2).workers
+    2
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        workers: int = DEFAULT_WORKERS,
+        part_size: int = DEFAULT_PART_SIZE,
+        token: str | None = None,
+        credentials: AwsCredentials | None = None,
+        retry: RetryPolicy | None = None,
+        progress: bool = True,
+        timeout: float = 120.0,
+    ) -> None:
+        if workers < 1:
+            raise UploadError("--workers must be at least 1")
+        self.api = ApiClient(
+            api_url,
+            token=token,
+            credentials=credentials or AwsCredentials.from_env(),
+            retry=retry,
+            timeout=timeout,
+        )
+        self.workers = workers
+        self.part_size = part_size
+        self.retry = retry or RetryPolicy()
+        self.show_progress = progress
+        self.timeout = timeout
+        self._conns = _Connections(timeout)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- public --------------------------------------------------------------------------------------
+
+    def upload(
+        self,
+        folder: str | Path,
+        *,
+        device_id: str,
+        scan_type: str,
+        device_settings: Mapping[str, Any] | None = None,
+    ) -> UploadResult:
+        """Upload (or resume uploading) the scan in ``folder``; returns when the scan is UPLOADED."""
+        started = time.monotonic()
+        root = Path(folder)
+        if not root.is_dir():
+            raise UploadError(f"{root} is not a folder; give the folder that holds the scan's files")
+        journal = Journal.load(root)
+        self._urls: dict[tuple[int, int], tuple[str, dict[str, str], float]] = {}
+        self._url_ttl = 900.0
+        if journal.state.get("done"):
+            scan_id = journal.state["scan_id"]
+            return UploadResult(
+                scan_id,
+                journal.state.get("status", "UPLOADED"),
+                len(journal.state["files"]),
+                journal.state.get("bytes_total", 0),
+                already_uploaded=True,
+            )
+        local = scan_folder(root)
+        if not local:
+            raise UploadError(f"{root} holds no files to upload")
+        resumed = self._prepare(journal, root, local, device_id, scan_type, device_settings)
+        files = self._file_states(journal, local)
+        result = UploadResult(
+            journal.state["scan_id"],
+            "UPLOADING",
+            len(files),
+            sum(f.local.size for f in files),
+            resumed=resumed,
+        )
+        if resumed:
+            self._load_server_parts(journal, files)
+        already = sum(_bytes_done(f) for f in files)
+        progress = Progress(result.bytes_total, already=already, enabled=self.show_progress)
+        if resumed:
+            progress.message(
+                f"resuming scan {result.scan_id}: {already} of {result.bytes_total} bytes already uploaded"
+            )
+        try:
+            self._run(journal, files, result, progress)
+        except KeyboardInterrupt:
+            self._stop.set()
+            raise UploadInterrupted(
+                f"interrupted; scan {result.scan_id} is {progress.done} of {result.bytes_total} bytes "
+                f"uploaded and recorded in {journal.state_path}. Run the same command again to resume."
+            ) from None
+        progress.finish()
+        answer = self.api.call("POST", f"/scans/{result.scan_id}/complete", {})
+        result.status = str(answer.get("status"))
+        journal.state.update(done=True, status=result.status, bytes_total=result.bytes_total)
+        journal.save()
+        result.seconds = time.monotonic() - started
+        return result
+
+    # -- preparing -----------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        journal: Journal,
+        root: Path,
+        local: Sequence[LocalFile],
+        device_id: str,
+        scan_type: str,
+        device_settings: Mapping[str, Any] | None,
+    ) -> bool:
+        """Reuse the journal if it describes these files; else hash them and create the scan.
+        True when resuming a scan the API already knows."""
+        recorded = journal.state.get("files")
+        same = recorded is not None and [(f["name"], f["size"], f["mtime_ns"]) for f in recorded] == [
+            (f.name, f.size, f.mtime_ns) for f in local
+        ]
+        if journal.state.get("scan_id") and not same:
+            raise UploadError(
+                f"the files in {root} changed since scan {journal.state['scan_id']} began uploading; to "
+                f"upload them as a new scan, delete {journal.state_path} and run the command again"
+            )
+        if journal.state.get("scan_id") and journal.state.get("api") != self.api.base_url:
+            raise UploadError(
+                f"{root} is being uploaded to {journal.state.get('api')} (scan {journal.state['scan_id']}); "
+                f"resume with --api {journal.state.get('api')}, or delete {journal.state_path} to start over"
+            )
+        if not same:
+            for f in local:
+                check_relative_name(f.name, where=f"file {f.name!r}")
+            entries = self._hash_all(local)
+            manifest = ScanManifest(
+                device_id=device_id,
+                scan_type=ScanType.parse(scan_type),
+                files=tuple(m for m, _ in entries),
+                device_settings=DeviceSettings.from_dict(device_settings),
+            )
+            journal.state.update(
+                api=self.api.base_url,
+                manifest=manifest.to_dict(),
+                files=[
+                    {
+                        "name": f.name,
+                        "size": f.size,
+                        "mtime_ns": f.mtime_ns,
+                        "part_size": choose_part_size(f.size, self.part_size),
+                        "part_sha256": hashes,
+                    }
+                    for f, (_, hashes) in zip(local, entries, strict=True)
+                ],
+            )
+            journal.save()
+        if journal.state.get("scan_id"):
+            return True
+        plan = self.api.call(
+            "POST",
+            "/scans",
+            {
+                "manifest": journal.state["manifest"],
+                "part_size": self.part_size,
+                "part_sha256": [f["part_sha256"] for f in journal.state["files"]],
+            },
+        )
+        for record, planned in zip(journal.state["files"], plan["files"], strict=True):
+            if planned["part_size"] != record["part_size"] and planned["method"] == "multipart":
+                record["part_sha256"] = []  # another part size: parts are hashed as they are read
+            record["part_size"] = planned["part_size"]
+            record["method"] = planned["method"]
+            record["count"] = planned["part_count"]
+        journal.state["scan_id"] = plan["scan_id"]
+        journal.save()
+        self._urls = {
+            (f["index"], u["part_number"]): (u["url"], u["headers"], time.monotonic())
+            for f in plan["files"]
+            for u in f["urls"]
+        }
+        self._url_ttl = float(plan.get("url_expiry_s", 900))
+        return False
+
+    def _hash_all(self, local: Sequence[LocalFile]) -> list[tuple[ManifestFile, list[str]]]:
+        def one(f: LocalFile) -> tuple[ManifestFile, list[str]]:
+            whole, parts = hash_file(f.path, choose_part_size(f.size, self.part_size))
+            return ManifestFile(f.name, f.size, whole), parts
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, 4))) as pool:
+            return list(pool.map(one, local))
+
+    def _file_states(self, journal: Journal, local: Sequence[LocalFile]) -> list[_FileState]:
+        files = []
+        for index, (f, record) in enumerate(zip(local, journal.state["files"], strict=True)):
+            count = int(record.get("count") or part_count(f.size, record["part_size"]))
+            method = record.get("method") or ("single" if count == 1 else "multipart")
+            state = _FileState(index, f, record["part_size"], count, method, list(record["part_sha256"]))
+            if index not in set(journal.state.get("complete", [])):
+                state.pending = {n for n in range(1, count + 1) if (index, n) not in journal.parts}
+                if method == "single" and not state.pending:
+                    state.pending = set()
+            files.append(state)
+        self._files = files
+        self._journal = journal
+        return files
+
+    def _load_server_parts(self, journal: Journal, files: list[_FileState]) -> None:
+        """The server is the authority on resume: a part counts when S3 holds it with the right size."""
+        scan = self.api.call("GET", f"/scans/{journal.state['scan_id']}")
+        status = scan.get("status")
+        if status != "UPLOADING":
+            if status == "FAILED":
+                raise UploadError(
+                    f"scan {journal.state['scan_id']} has FAILED ({scan.get('reason', 'no reason given')}); "
+                    f"delete {journal.state_path} and run the command again to upload it as a new scan"
+                )
+            for f in files:
+                f.pending = set()
+            return
+        complete = set(journal.state.get("complete", []))
+        for f in files:
+            if f.index in complete:
+                continue
+            answer = self.api.call("GET", f"/scans/{journal.state['scan_id']}/files/{f.index}")
+            if answer.get("state") == "complete":
+                f.pending = set()
+                complete.add(f.index)
+                continue
+            have = {p["part_number"]: p["size"] for p in answer.get("parts", [])}
+            f.pending = set()
+            for n in range(1, f.count + 1):
+                start, end = part_range(f.local.size, f.part_size, n)
+                if f.method == "single":
+                    # S3 cannot list a single PUT before completion: trust the journal; completing
+                    # the file tells if the object is missing, and then it is sent again.
+                    if (f.index, 1) not in journal.parts:
+                        f.pending.add(1)
+                elif have.get(n) != end - start:
+                    f.pending.add(n)
+        journal.state["complete"] = sorted(complete)
+
+    # -- uploading -----------------------------------------------------------------------------------
+
+    def _run(
+        self, journal: Journal, files: list[_FileState], result: UploadResult, progress: Progress
+    ) -> None:
+        tasks: queue.Queue[tuple[_FileState, int] | None] = queue.Queue()
+        self._tasks = tasks
+        self._outstanding = 0
+        self._errors: list[BaseException] = []
+        self._all_done = threading.Event()
+        self._stop.clear()
+        for f in files:
+            if f.pending:
+                for n in sorted(f.pending):
+                    self._enqueue(f, n)
+            elif f.index not in set(journal.state.get("complete", [])):
+                self._enqueue(f, 0)  # all parts landed before the restart: only completion is left
+        if self._outstanding == 0:
+            self._all_done.set()
+        threads = [
+            threading.Thread(target=self._worker, args=(result, progress), name=f"upload-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while not self._all_done.wait(0.2):
+                pass
+        finally:
+            self._stop.set()
+            for _ in threads:
+                tasks.put(None)
+            for t in threads:
+                t.join(timeout=self.timeout)
+        if self._errors:
+            error = self._errors[0]
+            if isinstance(error, DicomflowError):
+                raise error
+            raise UploadError(
+                f"the upload failed ({type(error).__name__}: {error}); run the same command again to resume"
+            ) from error
+
+    def _enqueue(self, f: _FileState, part: int) -> None:
+        with self._lock:
+            self._outstanding += 1
+        self._tasks.put((f, part))
+
+    def _task_done(self) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._all_done.set()
+
+    def _worker(self, result: UploadResult, progress: Progress) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            f, part = task
+            try:
+                if self._stop.is_set():
+                    raise _Stop
+                if part:
+                    self._upload_part(f, part, result, progress)
+                    with self._lock:
+                        f.pending.discard(part)
+                        last = not f.pending
+                else:
+                    last = True
+                if last:
+                    self._complete_file(f, progress)
+            except _Stop:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                with self._lock:
+                    self._errors.append(exc)
+                self._stop.set()
+                self._all_done.set()
+            finally:
+                self._task_done()
+
+    def _read_part(self, f: _FileState, part: int) -> bytes:
+        start, end = part_range(f.local.size, f.part_size, part)
+        try:
+            with open(f.local.path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(end - start)
+        except OSError as exc:
+            raise UploadError(
+                f"files[{f.index}] cannot be read ({exc.strerror}); check the scan folder "
+                "and run the same command again to resume"
+            ) from None
+        if len(data) != end - start:
+            raise _file_changed(f)
+        return data
+
+    def _upload_part(self, f: _FileState, part: int, result: UploadResult, progress: Progress) -> None:
+        data = self._read_part(f, part)
+        sha = f.hashes[part - 1] if len(f.hashes) >= part and f.hashes[part - 1] else ""
+        if not sha:
+            sha = hashlib.sha256(data).hexdigest()
+        refreshes = 0
+        attempt = 0
+        while True:
+            if self._stop.is_set():
+                raise _Stop
+            url, headers = self._url(f, part, sha, force=refreshes > 0)
+            split = urlsplit(url)
+            try:
+                status, response_headers, body = _request(
+                    self._conns,
+                    "PUT",
+                    url,
+                    data,
+                    {**headers, "Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+                )
+            except OSError as exc:
+                status, response_headers, body = 0, {}, str(exc).encode()
+                self._conns.drop(split.scheme, split.netloc)
+            if status == 200:
+                break
+            code = _s3_code(body)
+            if status == 403 and refreshes < 5:
+                refreshes += 1  # expired (or revoked) URL: a fresh one, at once
+                with self._lock:
+                    result.urls_refreshed += 1
+                continue
+            if status == 400 and code in ("BadDigest", "XAmzContentChecksumMismatch", "InvalidDigest"):
+                raise _file_changed(f)
+            if status == 404 and code == "NoSuchUpload":
+                raise _Restart(f)
+            if (status == 0 or status in _RETRYABLE_STATUS) and attempt + 1 < self.retry.attempts:
+                with self._lock:
+                    result.retries += 1
+                time.sleep(self.retry.delay(attempt))
+                attempt += 1
+                continue
+            raise UploadError(
+                f"storage refused part {part} of files[{f.index}] (HTTP {status} {code or body[:100]!r}) "
+                f"after {attempt + 1} attempt(s); run the same command again to resume"
+            )
+        etag = response_headers.get("etag", "")
+        self._journal.record_part(f.index, part, etag)
+        with self._lock:
+            result.parts_sent += 1
+            result.bytes_sent += len(data)
+        progress.advance(len(data))
+
+    def _url(self, f: _FileState, part: int, sha: str, *, force: bool) -> tuple[str, dict[str, str]]:
+        key = (f.index, part)
+        with self._lock:
+            cached = self._urls.get(key)
+        # Refresh ahead of expiry: a URL must still be valid when the last byte of the part arrives.
+        if cached and not force and time.monotonic() - cached[2] < self._url_ttl * 0.8:
+            return cached[0], cached[1]
+        wanted = [{"part_number": part, "sha256": sha}]
+        with self._lock:
+            for n in sorted(f.pending):
+                if len(wanted) >= 16:
+                    break
+                if n != part and n <= len(f.hashes) and f.hashes[n - 1] and (f.index, n) not in self._urls:
+                    wanted.append({"part_number": n, "sha256": f.hashes[n - 1]})
+        answer = self.api.call(
+            "POST", f"/scans/{self._journal.state['scan_id']}/files/{f.index}/parts", {"parts": wanted}
+        )
+        now = time.monotonic()
+        self._url_ttl = float(answer.get("url_expiry_s", self._url_ttl))
+        with self._lock:
+            for u in answer["urls"]:
+                self._urls[(f.index, u["part_number"])] = (u["url"], u["headers"], now)
+            fresh = self._urls[key]
+        return fresh[0], fresh[1]
+
+    def _complete_file(self, f: _FileState, progress: Progress) -> None:
+        scan_id = self._journal.state["scan_id"]
+        try:
+            self.api.call("POST", f"/scans/{scan_id}/files/{f.index}/complete", {})
+        except ApiError as exc:
+            if exc.code == "conflict" and f.method == "single" and f.restarts == 0:
+                f.restarts += 1  # the journal said it landed, the storage disagrees: send it again
+                with self._lock:
+                    f.pending = {1}
+                self._enqueue(f, 1)
+                return
+            if exc.code != "checksum_mismatch":
+                raise UploadError(f"files[{f.index}] could not be completed: {exc}") from None
+            self._restart_file(f, progress, str(exc))
+            return
+        with self._lock:
+            complete = set(self._journal.state.get("complete", []))
+            complete.add(f.index)
+            self._journal.state["complete"] = sorted(complete)
+        self._journal.save()
+
+    def _restart_file(self, f: _FileState, progress: Progress, why: str) -> None:
+        """The API discarded the file (its bytes did not match the manifest): check the local file still
+        matches it, then send it again, once."""
+        whole, _ = hash_file(f.local.path, f.part_size)
+        expected = self._journal.state["manifest"]["files"][f.index]["sha256"]
+        if whole != expected:
+            raise _file_changed(f)
+        if f.restarts >= 1:
+            raise UploadError(
+                f"files[{f.index}] was refused twice ({why}); check the network path to storage, "
+                "then run the same command again to resume"
+            )
+        f.restarts += 1
+        progress.message(f"files[{f.index}] was refused by the integrity check; sending it again")
+        with self._lock:
+            for n in range(1, f.count + 1):
+                self._urls.pop((f.index, n), None)
+            f.pending = set(range(1, f.count + 1))
+        for n in range(1, f.count + 1):
+            self._enqueue(f, n)
+
+
+class _Restart(UploadError):
+    def __init__(self, f: _FileState) -> None:
+        super().__init__(
+            f"the upload of files[{f.index}] no longer exists at the storage (the scan was aborted, or the "
+            "file's upload was restarted); run the same command again to resume"
+        )
+
+
+def _file_changed(f: _FileState) -> UploadError:
+    return UploadError(
+        f"files[{f.index}] changed on the device after the upload began (its bytes no longer match the "
+        "manifest's checksums); make sure nothing writes into the scan folder, then delete "
+        ".dicomflow-upload.json in it and upload the scan again"
+    )
+
+
+def _bytes_done(f: _FileState) -> int:
+    if not f.pending:
+        return f.local.size
+    done = 0
+    for n in range(1, f.count + 1):
+        if n not in f.pending:
+            start, end = part_range(f.local.size, f.part_size, n)
+            done += end - start
+    return done
+
+
+def _s3_code(body: bytes) -> str:
+    start = body.find(b"<Code>")
+    end = body.find(b"</Code>")
+    return body[start + 6 : end].decode(errors="replace") if 0 <= start < end else ""
+
+
+def upload_scan(
+    folder: str | Path,
+    api_url: str,
+    *,
+    device_id: str,
+    scan_type: str,
+    device_settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> UploadResult:
+    """Upload one scan folder (see :class:`Uploader` for ``options``)."""
+    return Uploader(api_url, **options).upload(
+        folder, device_id=device_id, scan_type=scan_type, device_settings=device_settings
+    )
+
+
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "AwsCredentials",
+    "RetryPolicy",
+    "UploadInterrupted",
+    "UploadResult",
+    "Uploader",
+    "hash_file",
+    "scan_folder",
+    "sigv4_headers",
+    "upload_scan",
+]

@@ -1,0 +1,193 @@
+"""The only place that talks S3 multipart and presigns URLs for the device.
+
+Every URL carries the part's SHA-256 as a signed ``x-amz-checksum-sha256`` header: S3 in AWS
+rejects a part whose bytes do not hash to it (``BadDigest``), so corruption in transit cannot land.
+Multipart uploads are created with ``ChecksumAlgorithm=SHA256`` and SSE-KMS. moto stores but does not
+check these checksums; :mod:`dicomflow.upload.service` therefore verifies each completed object's
+SHA-256 against the manifest (see ``UploadConfig.verify``).
+
+Errors come back as dicomflow's: :class:`TransientStorageError` (worth retrying),
+:class:`ObjectNotFoundError` (no such upload or key) or :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import parse_qs, urlsplit
+
+from dicomflow.errors import ObjectNotFoundError, StorageError, TransientStorageError
+from dicomflow.privacy import fingerprint
+
+_NOT_FOUND = {"NoSuchUpload", "NoSuchKey", "404", "NotFound"}
+_TRANSIENT = {"SlowDown", "Throttling", "RequestTimeout", "InternalError", "ServiceUnavailable", "500", "503"}
+
+
+def sha256_hex_to_b64(hex_digest: str) -> str:
+    """S3's checksum header wants base64 of the digest; manifests carry hex.
+
+    Examples
+    --------
+    >>> sha256_hex_to_b64("00" * 32)
+    'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+    """
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    """A URL and the headers the device must send with it (the signed ones)."""
+
+    url: str
+    headers: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "headers": self.headers}
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    part_number: int
+    size: int
+    etag: str
+    checksum_sha256: str | None = None
+
+
+class S3Uploads:
+    """Multipart uploads and presigned URLs in one bucket.
+
+    Parameters
+    ----------
+    client
+        A boto3 S3 client (SigV4). It also signs the URLs, so its endpoint is the one the device
+        reaches: S3 in AWS, the embedded moto server (or a proxy in front of it) locally.
+    bucket
+        The ingest bucket.
+    kms_key_id
+        The SSE-KMS key for new uploads (None: the bucket's default encryption applies).
+    """
+
+    def __init__(self, client: Any, bucket: str, *, kms_key_id: str | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.kms_key_id = kms_key_id
+
+    @property
+    def _sse(self) -> dict[str, str]:
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return {"ServerSideEncryption": "aws:kms"}
+
+    def create(self, key: str) -> str:
+        """Start a multipart upload (SHA-256 part checksums, SSE-KMS) and return its id."""
+        try:
+            response = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **self._sse
+            )
+        except Exception as exc:  # noqa: BLE001 - translated
+            _raise(exc, "create multipart upload", key)
+        return str(response["UploadId"])
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, sha256_hex: str, expires_s: int
+    ) -> PresignedRequest:
+        checksum = sha256_hex_to_b64(sha256_hex)
+        url = self.client.generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": part_number,
+                "ChecksumSHA256": checksum,
+            },
+            ExpiresIn=expires_s,
+        )
+        return PresignedRequest(url, _signed_headers(url, {"x-amz-checksum-sha256": checksum}))
+
+    def presign_put(self, key: str, sha256_hex: str, expires_s: int) -> PresignedRequest:
+        checksum = sha256_hex_to_b64(sha256_hex)
+        headers = {"x-amz-checksum-sha256": checksum, "x-amz-server-side-encryption": "aws:kms"}
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumSHA256": checksum, **self._sse}
+        if self.kms_key_id:
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.kms_key_id
+        url = self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
+        return PresignedRequest(url, _signed_headers(url, headers))
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        parts: list[UploadedPart] = []
+        marker = 0
+        try:
+            while True:
+                response = self.client.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+                for item in response.get("Parts", []):
+                    parts.append(
+                        UploadedPart(
+                            part_number=int(item["PartNumber"]),
+                            size=int(item["Size"]),
+                            etag=str(item["ETag"]),
+                            checksum_sha256=item.get("ChecksumSHA256"),
+                        )
+                    )
+                if not response.get("IsTruncated"):
+                    return parts
+                marker = int(response["NextPartNumberMarker"])
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "list parts", key)
+
+    def complete(self, key: str, upload_id: str, parts: list[UploadedPart]) -> str:
+        """Complete the upload from ``parts`` (as ListParts reported them); returns the ETag."""
+        body = []
+        for part in sorted(parts, key=lambda p: p.part_number):
+            entry: dict[str, Any] = {"PartNumber": part.part_number, "ETag": part.etag}
+            if part.checksum_sha256:  # S3 requires them when the upload has a checksum algorithm
+                entry["ChecksumSHA256"] = part.checksum_sha256
+            body.append(entry)
+        try:
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": body}
+            )
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "complete multipart upload", key)
+        return str(response.get("ETag", ""))
+
+    def abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in _NOT_FOUND:
+                return  # already completed or aborted: nothing left to abort
+            _raise(exc, "abort multipart upload", key)
+
+
+def _signed_headers(url: str, candidates: dict[str, str]) -> dict[str, str]:
+    """The headers among ``candidates`` that the URL's signature covers: the device must send
+    exactly these (S3 refuses a request that lacks a signed header)."""
+    query = parse_qs(urlsplit(url).query)
+    signed = set(query.get("X-Amz-SignedHeaders", [""])[0].split(";"))
+    return {name: value for name, value in candidates.items() if name in signed}
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _raise(exc: Exception, action: str, key: str) -> NoReturn:
+    code = _code(exc)
+    where = f"{action} on key {fingerprint(key)}"
+    if code in _NOT_FOUND:
+        raise ObjectNotFoundError(f"{where}: not found ({code})") from exc
+    if code in _TRANSIENT or (code == "" and isinstance(exc, OSError | ConnectionError)):
+        raise TransientStorageError(f"{where} failed ({code or type(exc).__name__}); retry") from exc
+    if code == "":
+        from botocore.exceptions import BotoCoreError  # connection errors, timeouts
+
+        if isinstance(exc, BotoCoreError):
+            raise TransientStorageError(f"{where} failed ({type(exc).__name__}); retry") from exc
+    raise StorageError(f"{where} failed ({code or type(exc).__name__})") from exc

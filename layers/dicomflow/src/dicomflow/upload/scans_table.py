@@ -1,0 +1,232 @@
+"""The scans table: the only DynamoDB access of the upload API. Every status change is conditional.
+
+One item per scan (sort key ``scan``) holding its status, and one item per file (sort key
+``file#00000``, the file's position in the manifest) holding its multipart upload. The key schema is
+data (:data:`KEY_SCHEMA`, :data:`ATTRIBUTE_DEFINITIONS`) so that the CDK table and the local table
+are created from the same description.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from dicomflow.errors import StorageError, TransientStorageError
+from dicomflow.status import ScanStatus, check_transition
+
+PARTITION_KEY = "scan_id"
+SORT_KEY = "item"
+SCAN_ITEM = "scan"
+KEY_SCHEMA = [
+    {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+    {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+]
+ATTRIBUTE_DEFINITIONS = [
+    {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
+    {"AttributeName": SORT_KEY, "AttributeType": "S"},
+]
+_TRANSIENT = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+}
+
+
+def file_item(index: int) -> str:
+    """Sort key of the file at ``index`` in the manifest.
+
+    Examples
+    --------
+    >>> file_item(7)
+    'file#00007'
+    """
+    return f"file#{index:05d}"
+
+
+def create_table(client: Any, name: str) -> None:
+    """Create the table (on-demand). Used by the local stack; CDK declares the same schema."""
+    client.create_table(
+        TableName=name,
+        KeySchema=KEY_SCHEMA,
+        AttributeDefinitions=ATTRIBUTE_DEFINITIONS,
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+class ScansTable:
+    """Scan and file records.
+
+    Parameters
+    ----------
+    table
+        A boto3 DynamoDB ``Table`` resource.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def create_scan(self, scan: Mapping[str, Any], files: Iterable[Mapping[str, Any]]) -> None:
+        """Write the file items, then the scan item (only if the scan id is new)."""
+        scan_id = scan[PARTITION_KEY]
+        try:
+            with self.table.batch_writer() as batch:
+                for item in files:
+                    batch.put_item(Item={PARTITION_KEY: scan_id, **item})
+            self.table.put_item(
+                Item={PARTITION_KEY: scan_id, SORT_KEY: SCAN_ITEM, **scan},
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY},
+            )
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "create scan")
+
+    def get_scan(self, scan_id: str) -> dict[str, Any] | None:
+        return self._get(scan_id, SCAN_ITEM)
+
+    def get_file(self, scan_id: str, index: int) -> dict[str, Any] | None:
+        return self._get(scan_id, file_item(index))
+
+    def files(self, scan_id: str) -> list[dict[str, Any]]:
+        """Every file item of the scan, in manifest order."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+            "ExpressionAttributeValues": {":pk": scan_id, ":prefix": "file#"},
+            "ConsistentRead": True,
+        }
+        try:
+            while True:
+                response = self.table.query(**kwargs)
+                items.extend(_plain(item) for item in response.get("Items", []))
+                if "LastEvaluatedKey" not in response:
+                    return items
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "query files")
+
+    def update_file(
+        self, scan_id: str, index: int, *, expect_upload_id: str | None, values: Mapping[str, Any]
+    ) -> bool:
+        """Set ``values`` on a file that is still uploading with ``expect_upload_id``.
+        False when another call got there first (the condition failed)."""
+        names = {f"#a{i}": k for i, k in enumerate(values)}
+        attrs = {f":v{i}": v for i, v in enumerate(values.values())}
+        condition = "#state = :uploading"
+        names["#state"] = "state"
+        attrs[":uploading"] = "uploading"
+        if expect_upload_id is not None:
+            condition += " AND #upload_id = :expect"
+            names["#upload_id"] = "upload_id"
+            attrs[":expect"] = expect_upload_id
+        return self._update(
+            scan_id,
+            file_item(index),
+            "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
+            condition,
+            names,
+            attrs,
+        )
+
+    def transition(
+        self, scan_id: str, current: ScanStatus, new: ScanStatus, values: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Move the scan from ``current`` to ``new`` (a lifecycle-checked, conditional write) and set
+        ``values`` with it. False when the scan was not in ``current`` any more: someone else moved it."""
+        check_transition(current, new)
+        values = {"status": str(new), "updated_at": _now(), **(values or {})}
+        names = {f"#a{i}": k for i, k in enumerate(values)}
+        attrs: dict[str, Any] = {f":v{i}": v for i, v in enumerate(values.values())}
+        names["#status"] = "status"
+        attrs[":current"] = str(current)
+        return self._update(
+            scan_id,
+            SCAN_ITEM,
+            "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
+            "#status = :current",
+            names,
+            attrs,
+        )
+
+    def set_scan_values(
+        self, scan_id: str, values: Mapping[str, Any], *, only_if_absent: str | None = None
+    ) -> bool:
+        """Set ``values`` on the scan item; with ``only_if_absent``, only if that attribute is unset."""
+        names = {f"#a{i}": k for i, k in enumerate(values)}
+        attrs = {f":v{i}": v for i, v in enumerate(values.values())}
+        condition = "attribute_exists(#pk)"
+        names["#pk"] = PARTITION_KEY
+        if only_if_absent:
+            names["#absent"] = only_if_absent
+            condition += " AND attribute_not_exists(#absent)"
+        return self._update(
+            scan_id,
+            SCAN_ITEM,
+            "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
+            condition,
+            names,
+            attrs,
+        )
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _get(self, scan_id: str, item: str) -> dict[str, Any] | None:
+        try:
+            response = self.table.get_item(Key={PARTITION_KEY: scan_id, SORT_KEY: item}, ConsistentRead=True)
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "get item")
+        found = response.get("Item")
+        return _plain(found) if found else None
+
+    def _update(
+        self,
+        scan_id: str,
+        item: str,
+        expression: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> bool:
+        try:
+            self.table.update_item(
+                Key={PARTITION_KEY: scan_id, SORT_KEY: item},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            _raise(exc, "update item")
+        return True
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB numbers come back as Decimal; ours are whole numbers."""
+    return {k: int(v) if isinstance(v, Decimal) else v for k, v in item.items()}
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _raise(exc: Exception, action: str) -> NoReturn:
+    code = _code(exc)
+    if code in _TRANSIENT or (not code and isinstance(exc, OSError)):
+        raise TransientStorageError(
+            f"scans table: {action} failed ({code or type(exc).__name__}); retry"
+        ) from exc
+    raise StorageError(f"scans table: {action} failed ({code or type(exc).__name__})") from exc

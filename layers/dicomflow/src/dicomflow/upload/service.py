@@ -1,0 +1,710 @@
+"""The upload API's logic: plan a scan's upload, hand out part URLs, complete files and the scan,
+report progress, abort.
+
+The handler parses HTTP and calls one method here; this module orchestrates the scans table
+(:mod:`~dicomflow.upload.scans_table`), S3 multipart (:mod:`~dicomflow.upload.presign`), the object
+store and the processing hand-off (:mod:`~dicomflow.upload.processing`). Files are addressed by their
+position in the manifest, never by name in a URL: a device's file names can carry patient data and
+URLs end up in access logs.
+
+Integrity, end to end (moto checks no checksum, so the local pipeline must):
+
+1. Every presigned URL signs the part's SHA-256 (``x-amz-checksum-sha256``): S3 in AWS refuses a
+   part whose bytes differ (the local S3 proxy does the same in tests).
+2. Completing a file checks every part is there with the size the plan expects, then, with
+   ``verify="sha256"`` (the default), streams the object once and compares its SHA-256 with the
+   manifest. A mismatch discards the object, restarts the file's upload and answers 409
+   ``checksum_mismatch``: the device uploads that file again; nothing wrong is ever accepted.
+   With ``verify="checksum"`` (for AWS, where a 5 GiB file would outlast API Gateway's 29 s) the
+   signed part checksums are trusted and the validator re-checks the SHA-256 of every file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomflow.errors import InvalidInputError, ManifestError, ObjectNotFoundError
+from dicomflow.manifest import ManifestLimits, ScanManifest, check_identifier
+from dicomflow.status import ScanStatus
+from dicomflow.storage.base import ObjectStore
+from dicomflow.upload.parts import (
+    DEFAULT_PART_SIZE,
+    choose_part_size,
+    is_single_put,
+    part_count,
+    part_range,
+    part_size_is_valid,
+)
+from dicomflow.upload.presign import S3Uploads, UploadedPart
+from dicomflow.upload.processing import ScanProcessor
+from dicomflow.upload.scans_table import ScansTable
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+ABORT_REASON = "aborted by the device"
+#: A claim on starting processing older than this, with no start recorded, is retried (a crash).
+PROCESSING_RETRY_AFTER_S = 60
+
+
+class ScanNotFoundError(InvalidInputError):
+    """No such scan or file (HTTP 404)."""
+
+    http_status = 404
+    code = "not_found"
+
+
+class UploadConflictError(InvalidInputError):
+    """The request does not fit the scan's state (HTTP 409); the message says what to do."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class ChecksumMismatchError(UploadConflictError):
+    """The uploaded bytes do not hash to the manifest's SHA-256; the file must be uploaded again."""
+
+    code = "checksum_mismatch"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request or manifest over a limit (HTTP 413)."""
+
+    http_status = 413
+    code = "too_large"
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """The API's limits and choices (from :class:`~dicomflow.settings.Settings`)."""
+
+    prefix: str = "scans/"
+    url_expiry_s: int = 900
+    part_size: int = DEFAULT_PART_SIZE
+    limits: ManifestLimits = field(default_factory=ManifestLimits)
+    max_plan_urls: int = 1000  # URLs in one POST /scans answer; the rest via .../parts
+    max_urls_per_request: int = 100
+    max_body_bytes: int = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+    verify: str = "sha256"  # or "checksum": see the module docstring
+    verify_workers: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.url_expiry_s <= 7 * 24 * 3600:
+            raise InvalidInputError("presigned URL expiry must be 1 s to 7 days (SigV4's limit)")
+        if self.verify not in ("sha256", "checksum"):
+            raise InvalidInputError("upload verify must be 'sha256' or 'checksum'")
+
+
+class UploadService:
+    """Everything behind the upload API's routes.
+
+    Parameters
+    ----------
+    table, uploads, store
+        The scans table, S3 multipart of the ingest bucket, and an object store on the same bucket.
+    processor
+        Who processes a scan once it is uploaded.
+    config
+        Limits and choices.
+    """
+
+    def __init__(
+        self,
+        *,
+        table: ScansTable,
+        uploads: S3Uploads,
+        store: ObjectStore,
+        processor: ScanProcessor,
+        config: UploadConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.uploads = uploads
+        self.store = store
+        self.processor = processor
+        self.config = config or UploadConfig()
+        self.clock = clock
+
+    # -- POST /scans --------------------------------------------------------------------------------
+
+    def create_scan(self, body: bytes | str) -> dict[str, Any]:
+        """Validate the manifest, record the scan (UPLOADING), start one upload per file, plan it.
+
+        The body is the manifest, or ``{"manifest": ..., "part_size": N, "part_sha256": [[hex, ...],
+        ...]}`` where a device that hashed its parts while building the manifest proposes its part
+        size and gets URLs for its first parts in this answer.
+        """
+        if len(body) > self.config.max_body_bytes:
+            raise PayloadTooLargeError(
+                f"the request body is {len(body)} bytes, over the limit of {self.config.max_body_bytes}; "
+                "split the scan into several scans"
+            )
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"the request body is not valid JSON ({exc.__class__.__name__})") from None
+        envelope = isinstance(data, dict) and "manifest" in data
+        if envelope:
+            unknown = set(data) - {"manifest", "part_size", "part_sha256"}
+            if unknown:
+                raise ManifestError(
+                    f"the request has unknown fields: {', '.join(sorted(map(str, unknown)))}; "
+                    "allowed: manifest, part_size, part_sha256"
+                )
+        manifest_data = data["manifest"] if envelope else data
+        if isinstance(manifest_data, dict) and manifest_data.get("scan_id") is not None:
+            raise ManifestError("scan_id is assigned by the server; leave it out of the request")
+        manifest = self._parse_manifest(manifest_data)
+        proposed = data.get("part_size") if envelope else None
+        if proposed is not None and (not isinstance(proposed, int) or isinstance(proposed, bool)):
+            raise ManifestError("part_size must be a whole number of bytes")
+        hashes = self._parse_part_hashes(data.get("part_sha256") if envelope else None, len(manifest.files))
+
+        scan_id = _new_scan_id(self.clock())
+        manifest = manifest.with_scan_id(scan_id)
+        now = _iso(self.clock())
+        files: list[dict[str, Any]] = []
+        for index, item in enumerate(manifest.files):
+            size = self._part_size_for(item.size, proposed)
+            single = is_single_put(item.size, size)
+            key = self.object_key(scan_id, item.name)
+            files.append(
+                {
+                    "item": f"file#{index:05d}",
+                    "index": index,
+                    "name": item.name,
+                    "size": item.size,
+                    "sha256": item.sha256,
+                    "part_size": item.size if single else size,
+                    "part_count": 1 if single else part_count(item.size, size),
+                    "method": "single" if single else "multipart",
+                    "key": key,
+                    "state": "uploading",
+                    "upload_id": "single" if single else self.uploads.create(key),
+                }
+            )
+        scan = {
+            "item": "scan",
+            "status": str(ScanStatus.UPLOADING),
+            "device_id": manifest.device_id,
+            "scan_type": manifest.scan_type.value,
+            "file_count": len(files),
+            "total_size": manifest.total_size,
+            "created_at": now,
+            "updated_at": now,
+            "device_settings": json.dumps(manifest.device_settings.to_dict()),
+        }
+        self.table.create_scan({"scan_id": scan_id, **scan}, files)
+
+        budget = self.config.max_plan_urls
+        planned = []
+        for record in files:
+            urls: list[dict[str, Any]] = []
+            if record["method"] == "single":
+                wanted = [(1, record["sha256"])]
+            else:
+                known = hashes[record["index"]] if hashes else []
+                if known and len(known) != record["part_count"]:
+                    known = []  # hashed with another part size: the device asks for URLs later
+                wanted = list(enumerate(known, start=1))
+            for number, sha in wanted[:budget]:
+                urls.append(self._presign(record, number, sha))
+            budget -= len(urls)
+            planned.append(_file_view(record) | {"urls": urls})
+        return {
+            "scan_id": scan_id,
+            "status": str(ScanStatus.UPLOADING),
+            "url_expiry_s": self.config.url_expiry_s,
+            "files": planned,
+        }
+
+    # -- POST /scans/{id}/files/{index}/parts ------------------------------------------------------
+
+    def part_urls(self, scan_id: str, index: str | int, body: bytes | str) -> dict[str, Any]:
+        """Fresh presigned URLs for the parts asked for, each with its SHA-256 signed in.
+
+        Body: ``{"parts": [{"part_number": 1, "sha256": "<hex>"}, ...]}``.
+        """
+        scan = self._scan(scan_id)
+        self._require_uploading(scan)
+        record = self._file(scan_id, index)
+        if record["state"] == "complete":
+            raise UploadConflictError(f"files[{record['index']}] is already complete; nothing to upload")
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInputError("the request body is not valid JSON") from None
+        parts = data.get("parts") if isinstance(data, dict) else None
+        if not isinstance(parts, list) or not parts:
+            raise InvalidInputError('the body must be {"parts": [{"part_number": n, "sha256": hex}, ...]}')
+        if len(parts) > self.config.max_urls_per_request:
+            raise PayloadTooLargeError(
+                f"{len(parts)} parts asked for, over the limit of "
+                f"{self.config.max_urls_per_request} a request"
+            )
+        urls = []
+        for i, part in enumerate(parts):
+            if not isinstance(part, dict):
+                raise InvalidInputError(f"parts[{i}] must be an object with part_number and sha256")
+            number, sha = part.get("part_number"), part.get("sha256")
+            if (
+                not isinstance(number, int)
+                or isinstance(number, bool)
+                or not 1 <= number <= record["part_count"]
+            ):
+                raise InvalidInputError(f"parts[{i}].part_number must be 1..{record['part_count']}")
+            if not isinstance(sha, str) or not _HEX64.match(sha):
+                raise InvalidInputError(f"parts[{i}].sha256 must be 64 lowercase hexadecimal characters")
+            if record["method"] == "single" and sha != record["sha256"]:
+                raise ChecksumMismatchError(
+                    f"files[{record['index']}]: this SHA-256 is not the manifest's; the file changed on "
+                    "the device since the manifest was built: start a new scan"
+                )
+            urls.append(self._presign(record, number, sha))
+        return {
+            "scan_id": scan_id,
+            "file": _file_view(record),
+            "url_expiry_s": self.config.url_expiry_s,
+            "urls": urls,
+        }
+
+    # -- GET /scans/{id}/files/{index} --------------------------------------------------------------
+
+    def file_status(self, scan_id: str, index: str | int) -> dict[str, Any]:
+        """A file's state and, while it uploads, the parts S3 has (what a resuming device skips)."""
+        self._scan(scan_id)
+        record = self._file(scan_id, index)
+        view = _file_view(record)
+        parts: list[dict[str, Any]] = []
+        if record["state"] != "complete" and record["method"] == "multipart":
+            try:
+                listed = self.uploads.list_parts(record["key"], record["upload_id"])
+            except ObjectNotFoundError:
+                listed = []
+            parts = [{"part_number": p.part_number, "size": p.size, "etag": p.etag} for p in listed]
+        return view | {"parts": parts}
+
+    # -- POST /scans/{id}/files/{index}/complete ---------------------------------------------------
+
+    def complete_file(self, scan_id: str, index: str | int) -> dict[str, Any]:
+        """Complete a file's upload and verify it. Idempotent: a complete file is answered as is."""
+        scan = self._scan(scan_id)
+        record = self._file(scan_id, index)
+        if record["state"] == "complete":
+            return _file_view(record)
+        self._require_uploading(scan)
+        return self._complete_file(scan_id, record)
+
+    def _complete_file(self, scan_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        where = f"files[{record['index']}]"
+        key = record["key"]
+        if record["method"] == "multipart":
+            try:
+                listed = self.uploads.list_parts(key, record["upload_id"])
+            except ObjectNotFoundError:
+                listed = None  # completed by a concurrent call (or aborted): look at the object
+            if listed is not None:
+                self._check_parts(record, listed)
+                # NoSuchUpload: a concurrent call completed it first; the object is checked below.
+                with contextlib.suppress(ObjectNotFoundError):
+                    self.uploads.complete(key, record["upload_id"], listed)
+        try:
+            size = self.store.size(key)
+        except ObjectNotFoundError:
+            raise UploadConflictError(
+                f"{where} has not been uploaded yet: PUT it to its presigned URL, then complete it"
+            ) from None
+        if size != record["size"]:
+            self._restart_file(scan_id, record)
+            raise ChecksumMismatchError(
+                f"{where}: the uploaded object has {size} bytes, the manifest says {record['size']}; "
+                "it was discarded: upload the file again"
+            )
+        if self.config.verify == "sha256":
+            digest = _sha256_of(self.store, key)
+            if digest != record["sha256"]:
+                self._restart_file(scan_id, record)
+                raise ChecksumMismatchError(
+                    f"{where}: the uploaded bytes do not match the manifest's SHA-256; the object was "
+                    "discarded and the file's upload restarted: upload the file again (if the file "
+                    "changed on the device after the manifest was built, start a new scan)"
+                )
+        done = {"state": "complete", "completed_at": _iso(self.clock())}
+        self.table.update_file(scan_id, record["index"], expect_upload_id=record["upload_id"], values=done)
+        return _file_view(record | done)
+
+    def _check_parts(self, record: dict[str, Any], listed: Sequence[UploadedPart]) -> None:
+        where = f"files[{record['index']}]"
+        have = {p.part_number: p for p in listed}
+        missing = [n for n in range(1, record["part_count"] + 1) if n not in have]
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise UploadConflictError(
+                f"{where} lacks {len(missing)} of {record['part_count']} parts ({shown}): upload them, "
+                "then complete the file again"
+            )
+        extra = sorted(n for n in have if n > record["part_count"])
+        if extra:
+            raise UploadConflictError(f"{where} has parts past its last ({extra[0]}...); start a new scan")
+        for number in range(1, record["part_count"] + 1):
+            start, end = part_range(record["size"], record["part_size"], number)
+            if have[number].size != end - start:
+                raise UploadConflictError(
+                    f"{where} part {number} has {have[number].size} bytes, the plan says {end - start}: "
+                    "upload that part again, then complete the file"
+                )
+
+    def _restart_file(self, scan_id: str, record: dict[str, Any]) -> None:
+        """Discard what was uploaded for the file and give it a fresh upload (a recoverable state)."""
+        self.store.delete(record["key"])
+        if record["method"] == "multipart":
+            self.uploads.abort(record["key"], record["upload_id"])
+            new_id = self.uploads.create(record["key"])
+        else:
+            new_id = f"single-{secrets.token_hex(4)}"
+        self.table.update_file(
+            scan_id,
+            record["index"],
+            expect_upload_id=record["upload_id"],
+            values={"upload_id": new_id, "restarted_at": _iso(self.clock())},
+        )
+
+    # -- POST /scans/{id}/complete -----------------------------------------------------------------
+
+    def complete_scan(self, scan_id: str) -> dict[str, Any]:
+        """Check every file, write the manifest next to the data, move the scan to UPLOADED and hand
+        it to processing, once. A repeated (or concurrent) call is answered, not repeated."""
+        scan = self._scan(scan_id)
+        status = ScanStatus(scan["status"])
+        if status is ScanStatus.UPLOADING:
+            files = self.table.files(scan_id)
+            self._complete_remaining(scan_id, files)
+            manifest = self._manifest_of(scan, files)
+            manifest_key = self.manifest_key(scan_id)
+            self.store.put(manifest_key, manifest.to_json().encode("utf-8"), content_type="application/json")
+            now = _iso(self.clock())
+            won = self.table.transition(
+                scan_id,
+                ScanStatus.UPLOADING,
+                ScanStatus.UPLOADED,
+                {
+                    "manifest_key": manifest_key,
+                    "uploaded_at": now,
+                    "processing_claimed_at": int(self.clock()),
+                },
+            )
+            if won:
+                self._start_processing(scan_id, manifest_key)
+                return self._completion(scan_id, already=False)
+            scan = self._scan(scan_id)
+            status = ScanStatus(scan["status"])
+        if status is ScanStatus.FAILED:
+            raise UploadConflictError(
+                f"scan {scan_id} has FAILED ({scan.get('reason', 'no reason recorded')}); "
+                "upload it as a new scan"
+            )
+        if status is ScanStatus.REJECTED:
+            raise UploadConflictError(f"scan {scan_id} was REJECTED ({scan.get('reason', '')})")
+        # UPLOADED or later: answered. A start that a crash lost is retried after a grace period.
+        if (
+            "processing_started_at" not in scan
+            and int(self.clock()) - int(scan.get("processing_claimed_at", 0)) > PROCESSING_RETRY_AFTER_S
+            and self.table.set_scan_values(scan_id, {"processing_claimed_at": int(self.clock())})
+        ):
+            self._start_processing(scan_id, scan["manifest_key"])
+        return self._completion(scan_id, already=True)
+
+    def _complete_remaining(self, scan_id: str, files: list[dict[str, Any]]) -> None:
+        pending = [f for f in files if f["state"] != "complete"]
+        unfinished = [f["index"] for f in pending if f["method"] == "multipart"]
+        if unfinished:
+            shown = ", ".join(f"files[{i}]" for i in unfinished[:10]) + (
+                " ..." if len(unfinished) > 10 else ""
+            )
+            raise UploadConflictError(
+                f"{len(unfinished)} file(s) are not complete ({shown}): upload and complete them, "
+                "then complete the scan"
+            )
+        # Single-PUT files are completed here, in parallel, so a device need not call each one.
+        with ThreadPoolExecutor(max_workers=self.config.verify_workers) as pool:
+            results = list(pool.map(lambda f: _capture(lambda: self._complete_file(scan_id, f)), pending))
+        failures = [r for r in results if isinstance(r, Exception)]
+        for record, result in zip(pending, results, strict=True):
+            if not isinstance(result, Exception):
+                record.update(result)
+        if failures:
+            mismatched = [r for r in failures if isinstance(r, ChecksumMismatchError)]
+            first = (mismatched or failures)[0]
+            if not isinstance(first, InvalidInputError):
+                raise first
+            raise type(first)(f"{len(failures)} file(s) could not be completed; the first: {first}") from None
+
+    def _start_processing(self, scan_id: str, manifest_key: str) -> None:
+        reference = self.processor.start(scan_id, manifest_key)
+        self.table.set_scan_values(
+            scan_id, {"processing_started_at": _iso(self.clock()), "processing_ref": reference}
+        )
+
+    def _completion(self, scan_id: str, *, already: bool) -> dict[str, Any]:
+        scan = self._scan(scan_id)
+        return {
+            "scan_id": scan_id,
+            "status": scan["status"],
+            "manifest_key": scan.get("manifest_key"),
+            "already_completed": already,
+            "processing_started": "processing_started_at" in scan,
+        }
+
+    def _manifest_of(self, scan: dict[str, Any], files: list[dict[str, Any]]) -> ScanManifest:
+        return ScanManifest.from_dict(
+            {
+                "scan_id": scan["scan_id"],
+                "device_id": scan["device_id"],
+                "scan_type": scan["scan_type"],
+                "device_settings": json.loads(scan.get("device_settings") or "{}") or None,
+                "files": [{"name": f["name"], "size": f["size"], "sha256": f["sha256"]} for f in files],
+            },
+            limits=self.config.limits,
+        )
+
+    # -- GET /scans/{id} ---------------------------------------------------------------------------
+
+    def progress(self, scan_id: str) -> dict[str, Any]:
+        """Status and upload progress (bytes in completed files, plus parts S3 holds for the rest)."""
+        scan = self._scan(scan_id)
+        files = self.table.files(scan_id)
+        complete = [f for f in files if f["state"] == "complete"]
+        uploaded = sum(f["size"] for f in complete)
+        if scan["status"] == str(ScanStatus.UPLOADING):
+            for record in files:
+                if record["state"] != "complete" and record["method"] == "multipart":
+                    with contextlib.suppress(ObjectNotFoundError):
+                        uploaded += sum(
+                            p.size for p in self.uploads.list_parts(record["key"], record["upload_id"])
+                        )
+        out = {
+            "scan_id": scan_id,
+            "status": scan["status"],
+            "files_total": len(files),
+            "files_complete": len(complete),
+            "bytes_total": scan["total_size"],
+            "bytes_uploaded": uploaded,
+            "created_at": scan.get("created_at"),
+            "updated_at": scan.get("updated_at"),
+        }
+        for optional in ("reason", "manifest_key", "uploaded_at", "processing_started_at"):
+            if optional in scan:
+                out[optional] = scan[optional]
+        return out
+
+    # -- DELETE /scans/{id} ------------------------------------------------------------------------
+
+    def abort(self, scan_id: str) -> dict[str, Any]:
+        """Mark the scan FAILED ("aborted by the device"), abort every multipart upload and delete
+        what landed. Repeating it is harmless; a scan already UPLOADED cannot be aborted."""
+        scan = self._scan(scan_id)
+        status = ScanStatus(scan["status"])
+        if status is ScanStatus.UPLOADING:
+            if not self.table.transition(
+                scan_id, ScanStatus.UPLOADING, ScanStatus.FAILED, {"reason": ABORT_REASON}
+            ):
+                return self.abort(scan_id)  # moved meanwhile: answer from the new state
+        elif not (status is ScanStatus.FAILED and scan.get("reason") == ABORT_REASON):
+            raise UploadConflictError(
+                f"scan {scan_id} is {status}, past uploading; it can no longer be aborted"
+            )
+        aborted = 0
+        for record in self.table.files(scan_id):
+            if record["method"] == "multipart" and record["state"] != "complete":
+                self.uploads.abort(record["key"], record["upload_id"])
+                aborted += 1
+        deleted = 0
+        for key in list(self.store.list_keys(self._scan_prefix(scan_id))):
+            self.store.delete(key)
+            deleted += 1
+        return {
+            "scan_id": scan_id,
+            "status": str(ScanStatus.FAILED),
+            "reason": ABORT_REASON,
+            "uploads_aborted": aborted,
+            "objects_deleted": deleted,
+        }
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def object_key(self, scan_id: str, name: str) -> str:
+        return f"{self._scan_prefix(scan_id)}files/{name}"
+
+    def manifest_key(self, scan_id: str) -> str:
+        return f"{self._scan_prefix(scan_id)}manifest.json"
+
+    def _scan_prefix(self, scan_id: str) -> str:
+        return f"{self.config.prefix}{scan_id}/"
+
+    def _parse_manifest(self, data: Any) -> ScanManifest:
+        try:
+            return ScanManifest.from_dict(data, limits=self.config.limits)
+        except ManifestError as exc:
+            # Valid without our limits means a limit was the problem: 413, with the same message.
+            unlimited = ManifestLimits(
+                max_files=sys.maxsize,
+                max_file_size=sys.maxsize,
+                max_total_size=sys.maxsize,
+                max_name_length=self.config.limits.max_name_length,
+            )
+            try:
+                ScanManifest.from_dict(data, limits=unlimited)
+            except ManifestError:
+                raise exc from None
+            raise PayloadTooLargeError(str(exc)) from None
+
+    @staticmethod
+    def _parse_part_hashes(value: Any, file_count: int) -> list[list[str]] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != file_count:
+            raise ManifestError("part_sha256 must be a list with one list of part hashes per file")
+        for i, hashes in enumerate(value):
+            if not isinstance(hashes, list) or not all(
+                isinstance(h, str) and _HEX64.match(h) for h in hashes
+            ):
+                raise ManifestError(f"part_sha256[{i}] must be a list of 64-character lowercase hex digests")
+        return value
+
+    def _part_size_for(self, file_size: int, proposed: int | None) -> int:
+        if proposed is not None and part_size_is_valid(file_size, proposed):
+            return proposed
+        return choose_part_size(file_size, self.config.part_size)
+
+    def _presign(self, record: Mapping[str, Any], number: int, sha256_hex: str) -> dict[str, Any]:
+        expiry = self.config.url_expiry_s
+        if record["method"] == "single":
+            request = self.uploads.presign_put(record["key"], sha256_hex, expiry)
+        else:
+            request = self.uploads.presign_part(
+                record["key"], record["upload_id"], number, sha256_hex, expiry
+            )
+        return {"part_number": number, **request.to_dict()}
+
+    def _scan(self, scan_id: str) -> dict[str, Any]:
+        try:
+            check_identifier(scan_id, "scan id")
+        except ManifestError:
+            raise ScanNotFoundError("no such scan (the id is malformed)") from None
+        scan = self.table.get_scan(scan_id)
+        if scan is None:
+            raise ScanNotFoundError(f"no scan {scan_id}")
+        return scan
+
+    def _file(self, scan_id: str, index: str | int) -> dict[str, Any]:
+        try:
+            position = int(index)
+        except ValueError:
+            raise ScanNotFoundError(
+                "files are addressed by their position in the manifest (0, 1, ...)"
+            ) from None
+        record = self.table.get_file(scan_id, position) if 0 <= position < 100_000 else None
+        if record is None:
+            raise ScanNotFoundError(f"scan {scan_id} has no files[{position}]")
+        return record
+
+    @staticmethod
+    def _require_uploading(scan: Mapping[str, Any]) -> None:
+        if scan["status"] != str(ScanStatus.UPLOADING):
+            reason = f" ({scan['reason']})" if scan.get("reason") else ""
+            raise UploadConflictError(
+                f"scan {scan['scan_id']} is {scan['status']}{reason}, no longer uploading"
+            )
+
+
+def _file_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in ("index", "name", "size", "part_size", "part_count", "method", "state")}
+
+
+def _sha256_of(store: ObjectStore, key: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for chunk in store.iter_chunks(key, chunk_size=8 * 1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _capture(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | Exception:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - collected and reported together
+        return exc
+
+
+def _new_scan_id(now: float) -> str:
+    # Sortable by creation time, unguessable.
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(8)
+
+
+def _iso(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+
+
+def build_service(settings: Any, *, processor: ScanProcessor | None = None) -> UploadService:
+    """The service wired from :class:`~dicomflow.settings.Settings` (boto3 clients created here)."""
+    import boto3
+    from botocore.config import Config
+
+    from dicomflow.storage.s3 import S3ObjectStore
+    from dicomflow.upload.processing import RecordingProcessor, StepFunctionsProcessor
+
+    bucket = settings.require("ingest_bucket")
+    endpoint = settings.aws_endpoint_url
+    session = boto3.session.Session(region_name=settings.region)
+    s3 = session.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(
+            signature_version="s3v4",
+            retries={"mode": "standard", "max_attempts": 5},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=32,
+        ),
+    )
+    table = session.resource("dynamodb", endpoint_url=endpoint).Table(settings.require("scans_table"))
+    if processor is None:
+        if settings.state_machine_arn:
+            processor = StepFunctionsProcessor(
+                session.client("stepfunctions", endpoint_url=endpoint), settings.state_machine_arn, bucket
+            )
+        else:
+            processor = RecordingProcessor()
+    config = UploadConfig(
+        url_expiry_s=settings.presigned_url_expiry_s,
+        part_size=settings.part_size,
+        limits=settings.manifest_limits,
+        verify=getattr(settings, "upload_verify", "sha256"),
+    )
+    return UploadService(
+        table=ScansTable(table),
+        uploads=S3Uploads(s3, bucket, kms_key_id=settings.kms_key_id),
+        store=S3ObjectStore(bucket, kms_key_id=settings.kms_key_id, client=s3),
+        processor=processor,
+        config=config,
+    )
+
+
+__all__ = [
+    "ABORT_REASON",
+    "ChecksumMismatchError",
+    "PayloadTooLargeError",
+    "ScanNotFoundError",
+    "UploadConfig",
+    "UploadConflictError",
+    "UploadService",
+    "build_service",
+]
