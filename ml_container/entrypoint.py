@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run(args)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason the workflow records
         from dicomflow.errors import DicomflowError
+
+        if not isinstance(exc, DicomflowError):
+            # A bug, not an expected failure: the operator needs the stack. The input is the
+            # de-identified scan, so no patient identity can be in it.
+            traceback.print_exc(file=sys.stderr)
 
         # Our errors' messages are written to be free of patient data; anything else is reported by
         # its class name only, since its message may quote data.

@@ -112,7 +112,7 @@ class ModelSpec:
         return ModelSpec(
             path=Path(path),
             sha256=sha256,
-            name=f"{self.name} (replaced)",
+            name=Path(path).stem[:48] or "model",
             version=version or f"sha256:{sha256[:12]}",
             contract=self.contract,
             parameters={},

@@ -26,7 +26,7 @@ def lung_segmentation(
     import highdicom as hd
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_name, version=model_version, family=codes.cid7162.ArtificialIntelligence
+        name=model_name[:64], version=model_version[:64], family=codes.cid7162.ArtificialIntelligence
     )
     descriptions = [
         hd.seg.SegmentDescription(
@@ -67,8 +67,8 @@ def lung_segmentation(
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        manufacturer_model_name=model_name,
-        software_versions=f"dicomflow {__version__}; {model_name} {model_version}",
+        manufacturer_model_name=model_name[:64],
+        software_versions=f"dicomflow {__version__} {model_version}"[:64],
         device_serial_number="0",
         series_description="Lung segmentation (dicomflow)",
         omit_empty_frames=True,

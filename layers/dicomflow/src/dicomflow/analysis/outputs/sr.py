@@ -37,7 +37,7 @@ def measurement_report(
     """
     import highdicom as hd
 
-    algorithm = hd.sr.AlgorithmIdentification(name=model_name, version=model_version)
+    algorithm = hd.sr.AlgorithmIdentification(name=model_name[:64], version=model_version[:64])
     lung_site = [hd.sr.FindingSite(anatomic_location=codes.SCT.Lung)]
     groups: list[Any] = []
     for phase in results["phases"]:
@@ -92,7 +92,7 @@ def measurement_report(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=generate_uid(), name=model_name, manufacturer_name=MANUFACTURER
+                uid=generate_uid(), name=model_name[:64], manufacturer_name=MANUFACTURER
             ),
         )
     )
