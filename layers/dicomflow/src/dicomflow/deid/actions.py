@@ -1,0 +1,535 @@
+"""Apply Table E.1-1 to a data set: every action code, recursively, plus the file meta.
+
+Pure: a data set in, a new data set out (the input is not modified). How each code is applied:
+
+* ``X`` remove; ``Z`` zero length (an empty sequence for SQ); ``K`` keep (sequences are still walked:
+  their items hold attributes of their own); ``U`` keyed remapping of every UID value
+  (:mod:`dicomflow.deid.uids`); ``D`` a dummy of the right VR (a remapped UID for UI, the shifted
+  date under Modified Dates, items cleaned for SQ).
+* ``C`` clean: DA/DT are shifted (Modified Dates); TM is kept (a whole-day shift leaves it unchanged);
+  text has every identifying value of the original scrubbed out; sequences are walked.
+* Combined codes pick the least disclosing choice that keeps IOD conformance where it matters:
+  ``Z/D``, ``X/Z``, ``X/Z/D`` -> ``Z`` (present, empty: Type 2 safe); ``X/D`` -> ``D``; ``X/Z/U*`` ->
+  sequences are kept and walked (their UIDs are remapped by their own ``U`` rows: references
+  stay valid), UI values remapped, anything else emptied. A SQ under ``X/Z``, ``X/D``, ``X/Z/D`` is
+  removed.
+* Patient ID and Patient's Name get a keyed pseudonym (a ``D`` in place of their ``Z``).
+* Private elements: removed, except the safelist (private creator, group, element) under Retain Safe
+  Private; a kept element keeps its private creator.
+* Public elements not in Table E.1-1 (our decision, the conservative one): UI remapped unless a
+  registry UID; DA/DT shifted (Modified Dates), kept (Full Dates) or removed; PN emptied; text (LO,
+  SH, ST, LT, UT, UC, AE) cleaned like ``C``; UR and UN removed; SQ walked; other VRs kept.
+* Elements pydicom cannot decode are removed and counted.
+"""
+
+from __future__ import annotations
+
+import string
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from dicomflow import __version__
+from dicomflow.deid.dates import shift_days, shift_value
+from dicomflow.deid.keys import PseudonymKey
+from dicomflow.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
+from dicomflow.deid.profile import ConfidentialityProfile, load_profile
+from dicomflow.deid.uids import is_well_known, remap_uid
+
+TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "AE"})
+DATE_VRS = frozenset({"DA", "DT"})
+#: VRs whose values are collected as identifying values for scrubbing and the leak check.
+COLLECT_VRS = TEXT_VRS | DATE_VRS | frozenset({"PN", "UI", "UR", "CS"})
+#: Shorter normalised values are not searched for (e.g. "M", "F", "YES"): they occur everywhere.
+MIN_IDENTIFYING_LENGTH = 4
+#: Shorter "UIDs" ("0", "1.2") are not searched for either: they are not unique to anybody.
+MIN_UID_LENGTH = 8
+#: Values of these removed elements are not identifying in themselves (generic codes).
+_NOT_COLLECTED_VRS_FOR_CS = frozenset({"CS"})
+
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_DUMMY_TEXT = "ANONYMIZED"
+_DUMMY_BY_VR: dict[str, object] = {
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "IS": "0",
+    "DS": "0",
+    "PN": "ANONYMIZED",
+    "UR": "",
+}
+_FILE_META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+#: Our Implementation Class UID: 2.25 + 128 bits of SHA-256(b"dicomflow implementation").
+DICOMFLOW_IMPLEMENTATION_UID = "2.25.309999667351923508905664670008820962333"
+DICOMFLOW_IMPLEMENTATION_VERSION = ("DICOMFLOW_" + __version__.replace(".", ""))[:16]
+
+
+def normalise(value: str) -> str:
+    """Upper case, PN ``^``/``=`` and runs of blanks folded to one space, stripped of padding."""
+    text = value.replace("\0", " ").replace("^", " ").replace("=", " ").upper()
+    return " ".join(text.split())
+
+
+@dataclass
+class IdentifyingValues:
+    """What identified the patient in the original: searched for by the leak check."""
+
+    text: set[str] = field(default_factory=set)  # normalised, >= MIN_IDENTIFYING_LENGTH
+    uids: set[str] = field(default_factory=set)
+    skipped_short: int = 0
+
+    def add(self, vr: str, value: object) -> None:
+        for item in _values(value):
+            raw = str(item)
+            if vr == "UI":
+                uid = raw.strip("\0 ")
+                if len(uid) >= MIN_UID_LENGTH and not is_well_known(uid):
+                    self.uids.add(uid)
+                elif uid:
+                    self.skipped_short += 1
+                continue
+            norm = normalise(raw)
+            parts = [norm]
+            if vr == "PN":
+                # each name component on its own ("SMITH", "JOHN"), as well as the whole name
+                parts += [normalise(p) for p in raw.replace("=", "^").split("^")]
+            for part in parts:
+                if len(part) >= MIN_IDENTIFYING_LENGTH:
+                    self.text.add(part)
+                elif part:
+                    self.skipped_short += 1
+
+
+@dataclass
+class DeidOutcome:
+    """The de-identified data set and file meta, and what was done."""
+
+    dataset: Dataset
+    file_meta: FileMetaDataset
+    identifying: IdentifyingValues
+    uid_map: dict[str, str]
+    actions: Counter[str]
+    shift_days: int | None
+    notes: list[str]
+
+
+def _values(value: object) -> list[object]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, MultiValue)):
+        return list(value)
+    return [value]
+
+
+def pseudonyms(key: PseudonymKey, patient: str) -> tuple[str, str]:
+    """Keyed (Patient ID, Patient's Name) for an original patient identity; letters only, so a
+    numeric original ID can never re-appear inside them.
+
+    Examples
+    --------
+    >>> from dicomflow.deid.keys import LocalKey
+    >>> pid, name = pseudonyms(LocalKey(b"k" * 32), "12345")
+    >>> len(pid), name.startswith("PSEUDONYM^")
+    (16, True)
+    """
+    mac = key.mac(b"patient:" + patient.encode("utf-8"))
+    letters = "".join(string.ascii_uppercase[b % 26] for b in mac[:12])
+    return "DF" + letters + "XX", "PSEUDONYM^" + letters
+
+
+def patient_identity(ds: Dataset) -> str:
+    """The original identity a scan's pseudonym and date shift derive from (Patient ID, else Name)."""
+    for keyword in ("PatientID", "PatientName", "StudyInstanceUID"):
+        try:
+            value = ds.get(keyword)
+        except Exception:  # noqa: BLE001 - an undecodable value is no identity
+            value = None
+        if value:
+            return normalise(str(value))
+    return ""
+
+
+class Deidentifier:
+    """Table E.1-1 for one key and one set of options; reusable across files (caches per key).
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> import pydicom
+    >>> from dicomflow.deid.keys import LocalKey
+    >>> ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    >>> out = Deidentifier(LocalKey(b"k" * 32)).deidentify(ds, ds.file_meta)
+    >>> out.dataset.PatientIdentityRemoved, out.dataset.InstitutionName, "OtherPatientIDs" in out.dataset
+    ('YES', '', False)
+    >>> out.file_meta.MediaStorageSOPInstanceUID == out.dataset.SOPInstanceUID
+    True
+    """
+
+    def __init__(self, key: PseudonymKey, options: DeidOptions | None = None) -> None:
+        self.key = key
+        self.options = options or DeidOptions()
+        self.profile: ConfidentialityProfile = load_profile(self.options)
+
+    # -- public -------------------------------------------------------------------------------
+    def deidentify(
+        self,
+        ds: Dataset,
+        file_meta: FileMetaDataset | None,
+        *,
+        transfer_syntax: str | None = None,
+        identifying: IdentifyingValues | None = None,
+        patient: str | None = None,
+        top_level: bool = True,
+    ) -> DeidOutcome:
+        """De-identify ``ds`` (and its file meta); ``ds`` is not modified.
+
+        ``identifying``/``patient`` let a caller de-identify trailing elements (after Pixel Data)
+        with the values collected from the header; ``top_level=False`` skips the attributes
+        recorded about the de-identification itself.
+        """
+        patient = patient_identity(ds) if patient is None else patient
+        run = _Run(self, patient, identifying)
+        if identifying is None:
+            run.collect(ds)
+        new = run.walk(ds)
+        meta = FileMetaDataset()
+        if top_level:
+            run.record(ds, new)
+            meta = self._file_meta(file_meta, new, transfer_syntax)
+        return DeidOutcome(new, meta, run.identifying, run.uid_map, run.actions, run.shift, run.notes)
+
+    # -- file meta -----------------------------------------------------------------------------
+    def _file_meta(
+        self, original: FileMetaDataset | None, new: Dataset, transfer_syntax: str | None
+    ) -> FileMetaDataset:
+        meta = FileMetaDataset()
+        meta.FileMetaInformationVersion = b"\x00\x01"
+        sop_class = new.get("SOPClassUID") or (original.get("MediaStorageSOPClassUID") if original else None)
+        if sop_class:
+            meta.MediaStorageSOPClassUID = sop_class
+        sop_instance = new.get("SOPInstanceUID")
+        if not sop_instance and original is not None and original.get("MediaStorageSOPInstanceUID"):
+            sop_instance = remap_uid(self.key, str(original.MediaStorageSOPInstanceUID))
+        if sop_instance:
+            meta.MediaStorageSOPInstanceUID = sop_instance
+        meta.TransferSyntaxUID = UID(transfer_syntax or ExplicitVRLittleEndian)
+        # Source/Sending/Receiving AE titles, private information: not carried over (identifying).
+        meta.ImplementationClassUID = UID(DICOMFLOW_IMPLEMENTATION_UID)
+        meta.ImplementationVersionName = DICOMFLOW_IMPLEMENTATION_VERSION
+        return meta
+
+    @staticmethod
+    def syntax_for(declared: str | None, implicit: bool, little: bool) -> str:
+        """The transfer syntax to declare: the original's, or the encoding actually read."""
+        if declared:
+            return declared
+        if implicit:
+            return ImplicitVRLittleEndian
+        return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+class _Run:
+    """One data set's pass: collection of identifying values, then the rewrite."""
+
+    def __init__(self, deid: Deidentifier, patient: str, identifying: IdentifyingValues | None) -> None:
+        self.deid = deid
+        self.key = deid.key
+        self.options = deid.options
+        self.profile = deid.profile
+        self.patient = patient
+        self.identifying = identifying or IdentifyingValues()
+        self.uid_map: dict[str, str] = {}
+        self.actions: Counter[str] = Counter()
+        self.notes: list[str] = []
+        self.shift: int | None = (
+            shift_days(self.key, patient) if self.options.retain_long_modified_dates else None
+        )
+        self._scrub: list[str] | None = None
+
+    # -- collection ------------------------------------------------------------------------------
+    def collect(self, ds: Dataset) -> None:
+        """Gather the identifying values: every value that the profile does not keep."""
+        for tag in list(ds.keys()):
+            try:
+                elem = ds[tag]
+            except Exception:  # noqa: BLE001 - undecodable: removed in the walk, nothing to gather
+                continue
+            if tag.is_private:
+                continue  # removed or safelisted; generic private values would only raise false alarms
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    self.collect(item)
+                continue
+            action = self.profile.action(int(tag))
+            if action is None:
+                if elem.VR == "PN" or (elem.VR in DATE_VRS and not self.options.retain_long_full_dates):
+                    self.identifying.add(elem.VR, elem.value)
+                continue
+            if action == "K" or elem.VR not in COLLECT_VRS or elem.VR in _NOT_COLLECTED_VRS_FOR_CS:
+                continue
+            if action == "C" and elem.VR not in DATE_VRS:
+                continue  # cleaned descriptors keep their non-identifying content
+            if action == "C" and self.options.retain_long_full_dates:
+                continue
+            if self.options.retain_uids and elem.VR == "UI":
+                continue
+            self.identifying.add(elem.VR, elem.value)
+
+    @property
+    def scrub_terms(self) -> list[str]:
+        if self._scrub is None:
+            # longest first, so "JOHN SMITH" goes before "JOHN"
+            self._scrub = sorted(self.identifying.text | self.identifying.uids, key=len, reverse=True)
+        return self._scrub
+
+    # -- rewrite ---------------------------------------------------------------------------------
+    def walk(self, ds: Dataset) -> Dataset:
+        new = Dataset()
+        kept_private_blocks: set[tuple[int, int]] = set()
+        creators: dict[tuple[int, int], DataElement] = {}
+        for tag in sorted(ds.keys()):
+            try:
+                elem = ds[tag]
+            except Exception:  # noqa: BLE001 - pydicom cannot decode it: we cannot vouch for it
+                self.actions["removed_undecodable"] += 1
+                continue
+            if tag.group == 0x0002:
+                self.actions["X"] += 1  # file meta inside the data set: not carried over
+                continue
+            if tag.is_private:
+                if tag.is_private_creator:
+                    creators[(tag.group, tag.element)] = elem
+                    continue
+                out = self._private(ds, elem)
+                if out is not None:
+                    new.add(out)
+                    kept_private_blocks.add((tag.group, tag.element >> 8))
+                continue
+            action = self.profile.action(int(tag))
+            out = self._apply(action, elem) if action is not None else self._unknown(elem)
+            if out is not None:
+                new.add(out)
+        for group, block in kept_private_blocks:
+            creator = creators.get((group, block))
+            if creator is not None:
+                new.add(creator)
+        return new
+
+    def _private(self, ds: Dataset, elem: DataElement) -> DataElement | None:
+        if self.profile.private_action == "C":
+            tag = elem.tag
+            creator_tag = (tag.group << 16) | (tag.element >> 8)
+            creator = ds.get(creator_tag)
+            name = str(creator.value).strip() if creator is not None else ""
+            if (name, tag.group, tag.element & 0xFF) in self.options.safe_private:
+                self.actions["K_private"] += 1
+                if elem.VR == "SQ":
+                    return self._sequence(elem)
+                return elem
+        self.actions["X_private"] += 1
+        return None
+
+    def _apply(self, action: str, elem: DataElement) -> DataElement | None:
+        vr = elem.VR
+        self.actions[action] += 1
+        if action == "X":
+            return None
+        if action == "K":
+            return self._sequence(elem) if vr == "SQ" else elem
+        if action == "U":
+            return self._uids(elem)
+        if action == "C":
+            return self._clean(elem)
+        if action == "D":
+            return self._dummy(elem)
+        if action in ("Z", "Z/D", "X/Z", "X/Z/D"):
+            if vr == "SQ" and action != "Z" and action != "Z/D":
+                return None
+            return self._empty(elem)
+        if action == "X/D":
+            return None if vr == "SQ" else self._dummy(elem)
+        if action == "X/Z/U*":
+            if vr == "SQ":
+                return self._sequence(elem)
+            return self._uids(elem) if vr == "UI" else self._empty(elem)
+        raise ValueError(f"unhandled action {action}")  # pragma: no cover - ACTION_CODES checked
+
+    def _unknown(self, elem: DataElement) -> DataElement | None:
+        vr = elem.VR
+        if vr == "SQ":
+            return self._sequence(elem)
+        if vr == "UI":
+            values = [str(v) for v in _values(elem.value)]
+            if all(is_well_known(v) for v in values):
+                return elem
+            self.actions["U_unlisted"] += 1
+            return self._uids(elem)
+        if vr in DATE_VRS:
+            if self.options.retain_long_full_dates:
+                return elem
+            if self.shift is not None:
+                self.actions["C_unlisted"] += 1
+                return self._shift(elem)
+            self.actions["X_unlisted"] += 1
+            return None
+        if vr == "PN":
+            self.actions["Z_unlisted"] += 1
+            return self._empty(elem)
+        if vr in TEXT_VRS:
+            cleaned = self._scrub_element(elem)
+            if cleaned is not elem:
+                self.actions["C_unlisted"] += 1
+            return cleaned
+        if vr in ("UR", "UN"):
+            self.actions["X_unlisted"] += 1
+            return None
+        return elem
+
+    # -- value helpers ---------------------------------------------------------------------------
+    def _sequence(self, elem: DataElement) -> DataElement:
+        items = [self.walk(item) for item in (elem.value or [])]
+        return DataElement(elem.tag, "SQ", Sequence(items))
+
+    def _empty(self, elem: DataElement) -> DataElement:
+        if elem.VR == "SQ":
+            return DataElement(elem.tag, "SQ", Sequence([]))
+        return DataElement(elem.tag, elem.VR, "" if elem.VR in _STRING_VRS else None)
+
+    def _map_uid(self, uid: str) -> str:
+        uid = uid.strip("\0 ")
+        if not uid or self.options.retain_uids:
+            return uid
+        new = self.uid_map.get(uid)
+        if new is None:
+            new = remap_uid(self.key, uid)
+            self.uid_map[uid] = new
+        return new
+
+    def _uids(self, elem: DataElement) -> DataElement | None:
+        if elem.VR == "SQ":
+            return self._sequence(elem)
+        if elem.VR != "UI":
+            return self._empty(elem)
+        values = [self._map_uid(str(v)) for v in _values(elem.value)]
+        return DataElement(elem.tag, "UI", values if len(values) > 1 else (values[0] if values else None))
+
+    def _shift(self, elem: DataElement) -> DataElement | None:
+        if self.shift is None:
+            return None
+        values = [shift_value(str(v), self.shift, elem.VR) for v in _values(elem.value)]
+        return DataElement(elem.tag, elem.VR, values if len(values) > 1 else (values[0] if values else None))
+
+    def _clean(self, elem: DataElement) -> DataElement | None:
+        vr = elem.VR
+        if vr == "SQ":
+            return self._sequence(elem)
+        if vr in DATE_VRS:
+            return elem if self.options.retain_long_full_dates else self._shift(elem)
+        if vr == "TM":
+            return elem
+        if vr == "UI":
+            return self._uids(elem)
+        if vr in TEXT_VRS or vr == "PN":
+            return self._scrub_element(elem)
+        return elem
+
+    def _scrub_element(self, elem: DataElement) -> DataElement:
+        changed = False
+        out: list[str] = []
+        for value in _values(elem.value):
+            text = str(value)
+            cleaned = self._scrub_text(text)
+            changed |= cleaned != text
+            out.append(cleaned)
+        if not changed:
+            return elem
+        return DataElement(elem.tag, elem.VR, out if len(out) > 1 else (out[0] if out else None))
+
+    def _scrub_text(self, text: str) -> str:
+        upper = normalise(text)
+        if not any(term in upper for term in self.scrub_terms):
+            return text
+        # Work on the normalised text: the original spacing and case do not matter once cleaned.
+        for term in self.scrub_terms:
+            upper = upper.replace(term, "")
+        return " ".join(upper.split())
+
+    def _dummy(self, elem: DataElement) -> DataElement | None:
+        vr = elem.VR
+        if vr == "SQ":
+            return self._sequence(elem)
+        if vr == "UI":
+            return self._uids(elem)
+        if vr in DATE_VRS and self.shift is not None:
+            return self._shift(elem)
+        if vr in DATE_VRS and self.options.retain_long_full_dates:
+            return elem
+        if vr in _DUMMY_BY_VR:
+            return DataElement(elem.tag, vr, _DUMMY_BY_VR[vr])
+        if vr in TEXT_VRS:
+            return DataElement(elem.tag, vr, _DUMMY_TEXT)
+        if vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"):
+            return DataElement(elem.tag, vr, 0)
+        return DataElement(elem.tag, vr, b"\x00\x00" if vr in ("OB", "OW", "UN") else None)
+
+    # -- what was done -----------------------------------------------------------------------------
+    def record(self, original: Dataset, new: Dataset) -> None:
+        """Pseudonyms, Patient Identity Removed, the method and its codes (PS3.15 E.1.1 and E.3)."""
+        pid, name = pseudonyms(self.key, self.patient)
+        new.PatientID = pid
+        new.PatientName = name
+        self.identifying.add("PN", original.get("PatientName"))
+        self.identifying.add("LO", original.get("PatientID"))
+        new.PatientIdentityRemoved = "YES"
+        edition = self.deid.profile.edition
+        enabled = self.options.enabled
+        new.DeidentificationMethod = (
+            f"DICOM PS3.15 {edition} Table E.1-1 Basic Profile"
+            + ("; " + ", ".join(enabled) if enabled else "")
+            + f"; dicomflow {__version__}"
+        )[:64]
+        codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[name] for name in enabled]
+        items = []
+        for value, meaning in codes:
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        new.DeidentificationMethodCodeSequence = Sequence(items)
+        if self.options.retain_long_modified_dates:
+            new.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif self.options.retain_long_full_dates:
+            new.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            new.LongitudinalTemporalInformationModified = "REMOVED"
+        if self.shift is not None:
+            self.notes.append("dates shifted by a keyed per-patient offset (days withheld)")
+
+
+def walk_values(ds: Dataset) -> Iterable[tuple[DataElement, str]]:
+    """Every (element, string value) of ``ds``, recursively; binary values are skipped."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                yield from walk_values(item)
+            continue
+        if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            continue
+        for value in _values(elem.value):
+            yield elem, str(value)
