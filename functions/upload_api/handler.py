@@ -2,7 +2,8 @@
 
 Routes parse the request, call :class:`dicomflow.upload.service.UploadService` and return JSON.
 Nothing here logs a body or an event (manifests carry file names, which can carry patient data);
-traces never capture responses. Errors map to HTTP: 400 invalid input, 404 no such scan or file,
+the trace never captures a response. Routes are not traced one by one: the tracer would log every
+expected 4xx as an error. Errors map to HTTP: 400 invalid input, 404 no such scan or file,
 409 not in a state for this request (with what to do), 413 over a limit; each with its reason.
 """
 
@@ -51,7 +52,6 @@ def _body() -> bytes:
 
 
 @app.post("/scans")
-@tracer.capture_method(capture_response=False)
 def create_scan() -> Response:
     plan = service().create_scan(_body())
     logger.info("scan created", extra={"scan_id": plan["scan_id"], "files": len(plan["files"])})
@@ -59,13 +59,11 @@ def create_scan() -> Response:
 
 
 @app.get("/scans/<scan_id>")
-@tracer.capture_method(capture_response=False)
 def get_scan(scan_id: str) -> Response:
     return _json(200, service().progress(scan_id))
 
 
 @app.delete("/scans/<scan_id>")
-@tracer.capture_method(capture_response=False)
 def abort_scan(scan_id: str) -> Response:
     result = service().abort(scan_id)
     logger.info("scan aborted", extra={"scan_id": scan_id, "uploads_aborted": result["uploads_aborted"]})
@@ -73,7 +71,6 @@ def abort_scan(scan_id: str) -> Response:
 
 
 @app.post("/scans/<scan_id>/complete")
-@tracer.capture_method(capture_response=False)
 def complete_scan(scan_id: str) -> Response:
     result = service().complete_scan(scan_id)
     logger.info("scan complete", extra={"scan_id": scan_id, "already": result["already_completed"]})
@@ -81,19 +78,16 @@ def complete_scan(scan_id: str) -> Response:
 
 
 @app.get("/scans/<scan_id>/files/<index>")
-@tracer.capture_method(capture_response=False)
 def get_file(scan_id: str, index: str) -> Response:
     return _json(200, service().file_status(scan_id, index))
 
 
 @app.post("/scans/<scan_id>/files/<index>/parts")
-@tracer.capture_method(capture_response=False)
 def part_urls(scan_id: str, index: str) -> Response:
     return _json(200, service().part_urls(scan_id, index, _body()))
 
 
 @app.post("/scans/<scan_id>/files/<index>/complete")
-@tracer.capture_method(capture_response=False)
 def complete_file(scan_id: str, index: str) -> Response:
     return _json(200, service().complete_file(scan_id, index))
 

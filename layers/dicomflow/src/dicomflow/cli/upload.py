@@ -85,7 +85,7 @@ def _metadata(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from dicomflow.errors import DicomflowError
-    from dicomflow.upload.device import DEFAULT_PART_SIZE, UploadInterrupted, Uploader
+    from dicomflow.upload.device import DEFAULT_PART_SIZE, Uploader, UploadInterrupted
     from dicomflow.upload.parts import MiB
 
     command = "dicomflow upload"

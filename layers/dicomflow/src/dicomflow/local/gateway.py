@@ -180,6 +180,13 @@ class LocalGateway:
                     return
                 length = int(length_header or 0)
                 if length > gateway.max_body_bytes:
+                    # Drain (a bounded amount) so the client reads the answer instead of a broken pipe.
+                    left = min(length, 8 * gateway.max_body_bytes)
+                    while left > 0:
+                        chunk = self.rfile.read(min(left, 1 << 20))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
                     self.close_connection = True
                     self._reply(413, {}, b'{"message": "Request Too Long"}')
                     return

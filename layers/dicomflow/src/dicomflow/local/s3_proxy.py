@@ -4,6 +4,10 @@ expired") and bodies that do not match their ``x-amz-checksum-sha256`` header (4
 It also counts PUTs per object and part, so that tests can see what a device re-sent, and can slow
 PUTs down (``put_delay_s``) to make an upload last long enough to interrupt.
 
+``max_url_age_s`` makes URLs expire sooner than their ``X-Amz-Expires``, as S3 does when the
+credentials that signed them expire first (a URL presigned with a Lambda role's session token dies
+with the session): the device cannot see it coming and must refresh on the 403.
+
 Presigned signatures are not checked (moto's server does not know the signing key either).
 """
 
@@ -42,11 +46,14 @@ def _s3_error(code: str, message: str) -> bytes:
 class S3Proxy:
     """Serve on 127.0.0.1 (a free port) and forward to ``upstream`` (the moto server's URL)."""
 
-    def __init__(self, upstream: str, *, put_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, upstream: str, *, put_delay_s: float = 0.0, max_url_age_s: float | None = None
+    ) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.put_delay_s = put_delay_s
+        self.max_url_age_s = max_url_age_s
         self.puts: Counter[tuple[str, int]] = Counter()  # (path, part number or 0) -> PUTs received
         self.expired = 0
         self.bad_digests = 0
@@ -89,7 +96,7 @@ class S3Proxy:
                 body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
                 query = parse_qs(split.query)
-                if "X-Amz-Expires" in query and _expired(query):
+                if "X-Amz-Expires" in query and _expired(query, proxy.max_url_age_s):
                     with proxy._lock:
                         proxy.expired += 1
                     self._reply(403, _s3_error("AccessDenied", "Request has expired"))
@@ -124,7 +131,9 @@ class S3Proxy:
                     for name, value in response.getheaders():
                         if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
                             self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
+                    # HEAD answers the object's length without a body: pass it through.
+                    length_out = response.getheader("Content-Length") if self.command == "HEAD" else None
+                    self.send_header("Content-Length", length_out or str(len(data)))
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(data)
@@ -143,9 +152,12 @@ class S3Proxy:
         return Handler
 
 
-def _expired(query: dict[str, list[str]]) -> bool:
+def _expired(query: dict[str, list[str]], max_age_s: float | None) -> bool:
     try:
         signed = calendar.timegm(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ"))
-        return time.time() > signed + int(query["X-Amz-Expires"][0])
+        lifetime = float(query["X-Amz-Expires"][0])
+        if max_age_s is not None:
+            lifetime = min(lifetime, max_age_s)
+        return time.time() > signed + lifetime
     except (KeyError, ValueError):
         return True
