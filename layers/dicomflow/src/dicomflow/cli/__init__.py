@@ -16,7 +16,7 @@ from dicomflow import __version__
 from dicomflow.errors import DicomflowError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("phantom", "validate", "analyze", "upload", "local_api")
+COMMANDS: tuple[str, ...] = ("phantom", "validate", "deid", "analyze", "upload", "local_api")
 
 
 def build_parser() -> argparse.ArgumentParser:
