@@ -14,9 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +79,25 @@ def _read_keys(source: ObjectStore, keys: Sequence[str]) -> list[Frame]:
     return frames
 
 
+def _frames(source: ObjectStore, keys: Sequence[str], workers: int) -> Iterator[Frame]:
+    """Every frame of the scan, as a stream: nobody but :func:`assemble` holds them, so each
+    phase's slices are released as soon as its volume is built."""
+    if isinstance(source, LocalObjectStore) or workers <= 1:
+        # Parsing a slice costs about 1.5 ms; a process pool lost more in start-up and pickling
+        # than it won on 2 cores (measured: 5.1 s against 2.7 s for 1500 slices).
+        for key in keys:
+            yield from read_frames(b"".join(source.iter_chunks(key)))
+        return
+    # Over S3 the time goes to waiting on GETs: threads overlap them.
+    chunks = [list(keys[i : i + 16]) for i in range(0, len(keys), 16)]
+    with ThreadPoolExecutor(max_workers=min(4 * workers, 16)) as executor:
+        for part in executor.map(_read_keys, [source] * len(chunks), chunks):
+            yield from part
+
+
 def read_scan(source: ObjectStore, keys: Sequence[str], *, workers: int | None = None) -> Scan:
-    """Read and assemble the scan, in parallel: processes over a local folder (parsing is CPU
-    bound), threads over S3 (waiting on the network)."""
-    workers = workers or os.cpu_count() or 1
-    chunks = [list(keys[i::workers]) for i in range(workers)] if len(keys) >= 8 * workers else [list(keys)]
-    if len(chunks) == 1:
-        return assemble(_read_keys(source, keys))
-    executor: Executor
-    if isinstance(source, LocalObjectStore):
-        executor = ProcessPoolExecutor(max_workers=len(chunks), mp_context=get_context("spawn"))
-    else:
-        executor = ThreadPoolExecutor(max_workers=min(4 * workers, 16))
-        chunks = [list(keys[i::16]) for i in range(16)]
-    with executor:
-        parts = list(executor.map(_read_keys, [source] * len(chunks), chunks))
-    return assemble(frame for part in parts for frame in part)
+    """Read and assemble the scan (int16 volumes, one per phase)."""
+    return assemble(_frames(source, keys, workers or os.cpu_count() or 1))
 
 
 def analyze_scan(

@@ -131,7 +131,11 @@ def read_frames(source: bytes | BinaryIO) -> list[Frame]:
     rows, cols = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     pixels = _stored_pixels(ds, rows, cols, n_frames)
-    del ds.PixelData  # the header travels with the frames; the pixel bytes do not
+    # The header travels with the frames; the pixel bytes do not, nor the file's buffer, which
+    # pydicom keeps on a dataset read from memory (it would double the scan's size in RAM).
+    del ds.PixelData
+    if getattr(ds, "buffer", None) is not None:
+        ds.buffer = None
     if "PerFrameFunctionalGroupsSequence" in ds:
         return _enhanced_frames(ds, pixels)
     if n_frames != 1:
@@ -246,7 +250,8 @@ def assemble(frames: Iterable[Frame]) -> Scan:
         percent = first.phase_percent if first.phase_percent is not None else float("inf")
         return (key[1], percent, key[0], key[2])
 
-    phases = [_phase(i, groups[key]) for i, key in enumerate(sorted(groups, key=order))]
+    # Popped one phase at a time, so that a phase's slices are freed once its volume exists.
+    phases = [_phase(i, groups.pop(key)) for i, key in enumerate(sorted(groups, key=order))]
     reference = phases[0]
     for phase in phases[1:]:
         if phase.hu.shape != reference.hu.shape:
