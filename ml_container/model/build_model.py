@@ -39,6 +39,7 @@ IR_VERSION = 8
 LUNG_WINDOW_HU = (-970.0, -400.0)
 SMOOTHING_KERNEL_VOXELS = 3
 EPSILON = 1e-3
+DEFECT_THRESHOLD_FRACTION = 0.5
 
 PACKAGE_MODELS = (
     Path(__file__).resolve().parents[2] / "layers" / "dicomflow" / "src" / "dicomflow" / "analysis" / "models"
@@ -241,6 +242,9 @@ def registry_entry(model_bytes: bytes) -> dict:
         "parameters": {
             "lung_window_hu": list(LUNG_WINDOW_HU),
             "smoothing_kernel_voxels": SMOOTHING_KERNEL_VOXELS,
+            # Post-processing outside the graph (dicomflow.analysis.metrics): a defect is SV below
+            # this fraction of the inhale lung's median SV.
+            "defect_threshold_fraction": DEFECT_THRESHOLD_FRACTION,
         },
         "contract": CONTRACT,
     }
