@@ -1,0 +1,293 @@
+"""The device uploader as a device runs it (``python -m dicomflow upload``, a separate process),
+over real HTTP: the local gateway with the real handler, S3 and DynamoDB on moto, and the S3 proxy
+in front of moto where a test needs S3's own behaviour (checksums, expiry) or to count PUTs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom.data
+import pytest
+
+from dicomflow.local.moto_server import start_local_aws
+from dicomflow.local.stack import UploadStack, start_upload_stack
+from dicomflow.upload.journal import PARTS_NAME, STATE_NAME
+from dicomflow.upload.parts import MiB
+
+
+class _Shared:
+    """The module's moto server, which a stack must not stop."""
+
+    def __init__(self, local: Any) -> None:
+        self._local = local
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._local, name)
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def local_aws() -> Any:
+    local = start_local_aws()
+    yield _Shared(local)
+    local.stop()
+
+
+def upload_cmd(folder: Path, stack: UploadStack, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dicomflow",
+        "upload",
+        str(folder),
+        "--api",
+        stack.api_url,
+        "--device-id",
+        "ct-01",
+        "--scan-type",
+        "4d-ct",
+        "--part-size-mib",
+        "5",
+        *extra,
+    ]
+
+
+def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def stored(stack: UploadStack, scan_id: str, name: str) -> bytes:
+    s3 = stack.local.client("s3")
+    return bytes(
+        s3.get_object(Bucket=stack.local.ingest_bucket, Key=f"scans/{scan_id}/files/{name}")["Body"].read()
+    )
+
+
+def journal_state(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / STATE_NAME).read_text()))
+
+
+def parts_landed(folder: Path) -> int:
+    try:
+        return sum(1 for line in (folder / PARTS_NAME).read_text().splitlines() if line.endswith("}"))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_parts(folder: Path, count: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while parts_landed(folder) < count:
+        assert proc.poll() is None, f"the uploader ended early: {proc.returncode}"
+        assert time.monotonic() < deadline, "the upload did not progress"
+        time.sleep(0.02)
+
+
+def random_file(path: Path, size: int) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+def test_a_multi_file_dicom_scan_uploads_byte_identical_and_is_handed_to_processing_once(
+    tmp_path: Path, local_aws: Any
+) -> None:
+    # Given a scan folder of real DICOM files and one large file that goes up in parts
+    folder = tmp_path / "scan"
+    sources = [
+        Path(p)
+        for p in pydicom.data.get_testdata_files("CT_small.dcm")
+        + pydicom.data.get_testdata_files("MR_small.dcm")
+    ]
+    for i, source in enumerate(sources):
+        (folder / "phase_00").mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / "phase_00" / f"slice_{i:04d}.dcm")
+    random_file(folder / "phase_01" / "volume.dcm", 12 * MiB + 7)
+    with start_upload_stack(local=local_aws, part_size=5 * MiB) as stack:
+        # When the device uploads it
+        result = run(upload_cmd(folder, stack, "--workers", "3"))
+        # Then it succeeds, says so, and every object is byte-identical to its file
+        assert result.returncode == 0, result.stderr
+        scan_id = journal_state(folder)["scan_id"]
+        assert f"scan {scan_id} UPLOADED: 3 file(s)" in result.stdout
+        for path in folder.rglob("*.dcm"):
+            name = path.relative_to(folder).as_posix()
+            assert stored(stack, scan_id, name) == path.read_bytes(), name
+        # And the manifest next to the data lists each file's SHA-256
+        s3 = stack.local.client("s3")
+        manifest = json.loads(
+            s3.get_object(Bucket=stack.local.ingest_bucket, Key=f"scans/{scan_id}/manifest.json")[
+                "Body"
+            ].read()
+        )
+        assert {f["name"]: f["sha256"] for f in manifest["files"]} == {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*.dcm")
+        }
+        assert [h.scan_id for h in stack.processor.hand_offs] == [scan_id]
+        # And running the command again does nothing, successfully
+        again = run(upload_cmd(folder, stack))
+        assert again.returncode == 0 and "already uploaded" in again.stdout
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_resends_at_most_one_part_per_worker(tmp_path: Path, local_aws: Any) -> None:
+    # Given a 64 MiB file (13 parts of 5 MiB), two workers, and PUTs slowed so the upload can be killed
+    folder = tmp_path / "scan"
+    data = random_file(folder / "series" / "big.dcm", 64 * MiB)
+    workers = 2
+    with start_upload_stack(local=local_aws, with_proxy=True, put_delay_s=0.15, part_size=5 * MiB) as stack:
+        assert stack.proxy is not None
+        cmd = upload_cmd(folder, stack, "--workers", str(workers), "--quiet")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # When it is killed (SIGKILL: no cleanup at all) once 4 parts are recorded in the journal
+        wait_for_parts(folder, 4, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        landed = parts_landed(folder)
+        assert 4 <= landed < 13
+        # And restarted
+        stack.proxy.put_delay_s = 0.0
+        result = run(cmd)
+        # Then the upload finishes, the object is byte-identical, and few parts were sent twice
+        assert result.returncode == 0, result.stderr
+        assert "(resumed)" in result.stdout
+        scan_id = journal_state(folder)["scan_id"]
+        assert (
+            hashlib.sha256(stored(stack, scan_id, "series/big.dcm")).digest() == hashlib.sha256(data).digest()
+        )
+        puts = {part: count for (path, part), count in stack.proxy.puts.items() if path.endswith("/big.dcm")}
+        assert set(puts) == set(range(1, 14))
+        resent = [part for part, count in puts.items() if count > 1]
+        assert len(resent) <= workers, puts
+        assert [h.scan_id for h in stack.processor.hand_offs] == [scan_id]
+
+
+def test_expired_urls_are_refreshed(tmp_path: Path, local_aws: Any) -> None:
+    # Given URLs that S3 will refuse 2 s after signing (as when the signing credentials expire
+    # before X-Amz-Expires, which the device cannot know), and PUTs that take 1 s each
+    folder = tmp_path / "scan"
+    data = random_file(folder / "big.dcm", 20 * MiB)
+    with start_upload_stack(
+        local=local_aws, with_proxy=True, put_delay_s=1.0, max_url_age_s=2.0, part_size=5 * MiB
+    ) as stack:
+        # When one worker uploads the four parts, the later ones with URLs from the plan
+        result = run(upload_cmd(folder, stack, "--workers", "1"))
+        # Then the expired URLs were refused, refreshed and the upload succeeded
+        assert result.returncode == 0, result.stderr
+        assert stack.proxy is not None and stack.proxy.expired >= 1
+        assert "URL(s) refreshed" in result.stdout
+        scan_id = journal_state(folder)["scan_id"]
+        assert stored(stack, scan_id, "big.dcm") == data
+
+
+@pytest.mark.parametrize("storage_checks_checksums", [True, False], ids=["like-s3", "like-moto"])
+def test_a_file_changed_during_upload_is_caught_and_the_device_says_what_to_do(
+    tmp_path: Path, local_aws: Any, storage_checks_checksums: bool
+) -> None:
+    # Given a slowed upload, through storage that checks the signed part checksums as S3 does, or
+    # that checks nothing, as moto
+    folder = tmp_path / "scan"
+    random_file(folder / "big.dcm", 30 * MiB)
+    with start_upload_stack(local=local_aws, with_proxy=True, put_delay_s=0.3, part_size=5 * MiB) as stack:
+        assert stack.proxy is not None
+        stack.proxy.verify_checksums = storage_checks_checksums
+        proc = subprocess.Popen(
+            upload_cmd(folder, stack, "--workers", "1", "--quiet"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # When another program rewrites the end of the file once the upload has begun
+        wait_for_parts(folder, 1, proc)
+        with open(folder / "big.dcm", "r+b") as fh:
+            fh.seek(-1000, os.SEEK_END)
+            fh.write(b"\0" * 1000)
+        out, err = proc.communicate(timeout=60)
+        # Then the changed bytes are refused (by storage, or else by the API's SHA-256 check when the
+        # file completes), and the uploader fails saying what happened and what to do
+        assert proc.returncode == 1, (out, err)
+        assert "changed on the device after the upload began" in err
+        assert "upload the scan again" in err
+        assert stack.proxy.bad_digests == (1 if storage_checks_checksums else 0)
+        assert stack.processor.hand_offs == []
+        scan_id = journal_state(folder)["scan_id"]
+        keys = (
+            stack.local.client("s3")
+            .list_objects_v2(Bucket=stack.local.ingest_bucket, Prefix=f"scans/{scan_id}/")
+            .get("KeyCount", 0)
+        )
+        assert keys == 0  # nothing was accepted
+
+
+def test_the_device_follows_the_apis_part_size_and_hashes_parts_as_it_reads(
+    tmp_path: Path, local_aws: Any
+) -> None:
+    # Given a device proposing a part size S3 would refuse (1 MiB) to an API that prefers 8 MiB
+    folder = tmp_path / "scan"
+    data = random_file(folder / "big.dcm", 11 * MiB)
+    with start_upload_stack(local=local_aws, part_size=8 * MiB) as stack:
+        cmd = upload_cmd(folder, stack, "--quiet")
+        cmd[cmd.index("--part-size-mib") + 1] = "1"
+        # When it uploads
+        result = run(cmd)
+        # Then the API's part size was used and the object is byte-identical
+        assert result.returncode == 0, result.stderr
+        scan_id = journal_state(folder)["scan_id"]
+        record = stack.service.table.get_file(scan_id, 0)
+        assert record is not None and (record["part_size"], record["part_count"]) == (8 * MiB, 2)
+        assert stored(stack, scan_id, "big.dcm") == data
+
+
+def test_ctrl_c_stops_cleanly_says_how_to_resume_and_the_same_command_resumes(
+    tmp_path: Path, local_aws: Any
+) -> None:
+    folder = tmp_path / "scan"
+    data = random_file(folder / "big.dcm", 30 * MiB)
+    with start_upload_stack(local=local_aws, with_proxy=True, put_delay_s=0.2, part_size=5 * MiB) as stack:
+        assert stack.proxy is not None
+        cmd = upload_cmd(folder, stack, "--workers", "1")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # When the operator presses Ctrl-C part-way
+        wait_for_parts(folder, 2, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        # Then it stops with status 130 and says how to resume
+        assert proc.returncode == 130, (out, err)
+        assert "Run the same command again to resume" in err
+        # And the same command finishes the upload
+        stack.proxy.put_delay_s = 0.0
+        result = run(cmd)
+        assert result.returncode == 0, result.stderr
+        assert stored(stack, journal_state(folder)["scan_id"], "big.dcm") == data
+
+
+def test_failures_end_with_a_message_and_a_failing_status(tmp_path: Path, local_aws: Any) -> None:
+    with start_upload_stack(local=local_aws, token="secret") as stack:
+        (tmp_path / "empty").mkdir()
+        # A folder with no files
+        result = run(upload_cmd(tmp_path / "empty", stack))
+        assert result.returncode == 1 and "holds no files" in result.stderr
+        # Missing metadata
+        random_file(tmp_path / "scan" / "a.dcm", 100)
+        result = run(
+            [sys.executable, "-m", "dicomflow", "upload", str(tmp_path / "scan"), "--api", stack.api_url]
+        )
+        assert result.returncode == 1 and "lacks device_id, scan_type" in result.stderr
+        # A refused request: the gateway's token is missing
+        result = run(upload_cmd(tmp_path / "scan", stack))
+        assert result.returncode == 1 and "Missing Authentication Token" in result.stderr
+        # The right token: success
+        result = run(upload_cmd(tmp_path / "scan", stack, "--token", "secret"))
+        assert result.returncode == 0, result.stderr
