@@ -7,7 +7,9 @@ Pure: a data set in, a new data set out (the input is not modified). How each co
   (:mod:`dicomflow.deid.uids`); ``D`` a dummy of the right VR (a remapped UID for UI, the shifted
   date under Modified Dates, items cleaned for SQ).
 * ``C`` clean: DA/DT are shifted (Modified Dates); TM is kept (a whole-day shift leaves it unchanged);
-  text has every identifying value of the original scrubbed out; sequences are walked.
+  short text (LO, SH, PN...: descriptors) has every identifying value of the original scrubbed out;
+  free text (LT, ST, UT: comments, histories) is emptied, as no machine cleans prose reliably;
+  sequences are walked.
 * Combined codes pick the least disclosing choice that keeps IOD conformance where it matters:
   ``Z/D``, ``X/Z``, ``X/Z/D`` -> ``Z`` (present, empty: Type 2 safe); ``X/D`` -> ``D``; ``X/Z/U*`` ->
   sequences are kept and walked (their UIDs are remapped by their own ``U`` rows: references
@@ -49,6 +51,7 @@ from dicomflow.deid.uids import is_well_known, remap_uid
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "AE"})
 DATE_VRS = frozenset({"DA", "DT"})
+FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 #: VRs whose values are collected as identifying values for scrubbing and the leak check.
 COLLECT_VRS = TEXT_VRS | DATE_VRS | frozenset({"PN", "UI", "UR", "CS"})
 #: Shorter normalised values are not searched for (e.g. "M", "F", "YES"): they occur everywhere.
@@ -444,6 +447,10 @@ class _Run:
             return elem
         if vr == "UI":
             return self._uids(elem)
+        if vr in FREE_TEXT_VRS:
+            # Free text (comments, history) cannot be cleaned reliably by a machine: emptied.
+            self.actions["C_free_text_emptied"] += 1
+            return self._empty(elem)
         if vr in TEXT_VRS or vr == "PN":
             return self._scrub_element(elem)
         return elem
@@ -465,9 +472,12 @@ class _Run:
         if not any(term in upper for term in self.scrub_terms):
             return text
         # Work on the normalised text: the original spacing and case do not matter once cleaned.
-        for term in self.scrub_terms:
-            upper = upper.replace(term, "")
-        return " ".join(upper.split())
+        # Repeat: removing one term can join the pieces of another ("SMI" + "TH").
+        while any(term in upper for term in self.scrub_terms):
+            for term in self.scrub_terms:
+                upper = upper.replace(term, "")
+            upper = " ".join(upper.split())
+        return upper
 
     def _dummy(self, elem: DataElement) -> DataElement | None:
         vr = elem.VR
