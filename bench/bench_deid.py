@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,7 @@ HERE = WORK / "deid"
 TIMEOUT_S = float(os.environ.get("DEID_BENCH_TIMEOUT", "300"))
 QUICK = os.environ.get("DEID_BENCH_QUICK") == "1"
 DICOMFLOW = "dicomflow"
+GNU_TIME = "/usr/bin/time"
 GDCM_INSTALL = "apt-get update && apt-get install -y libgdcm-tools"
 
 
@@ -96,13 +98,13 @@ def main() -> int:
         _warm(source)
         for tool, build in _tools(certificate, key_file):
             out = HERE / "out" / tool
-            shutil.rmtree(out, ignore_errors=True)
+            _clear(out)
             out.parent.mkdir(parents=True, exist_ok=True)
             cmd = build(source, out)
             run = _skipped(tool, cmd) if isinstance(cmd, str) else _measure(tool, cmd, out)
             runs.append(run)
             _print_run(run, files, size)
-            shutil.rmtree(out, ignore_errors=True)
+            _clear(out)
         _print_ratios(runs)
         results[case.key] = (case, files, size, runs)
         ours = _find(runs, DICOMFLOW)
@@ -198,7 +200,10 @@ def _tools(certificate: Path | None, key_file: Path) -> list[tuple[str, object]]
     python = str(BIN / "python")
 
     def cp(source: Path, out: Path) -> Sequence[str]:
-        return ["cp", "-r", str(source), str(out)] if source.is_dir() else ["cp", str(source), str(out)]
+        if source.is_dir():
+            return ["cp", "-r", str(source), str(out)]
+        out.mkdir(parents=True, exist_ok=True)
+        return ["cp", str(source), str(out / source.name)]
 
     def gdcmanon(source: Path, out: Path) -> Sequence[str] | str:
         if shutil.which("gdcmanon") is None:
@@ -221,16 +226,16 @@ def _tools(certificate: Path | None, key_file: Path) -> list[tuple[str, object]]
         return [str(script), str(source), str(target)]
 
     def dicomflow(source: Path, out: Path) -> Sequence[str]:
+        if not key_file.exists():
+            key_file.write_text(secrets.token_hex(32))
+        out.mkdir(parents=True, exist_ok=True)
+        target = out if source.is_dir() else out / source.name
+        held = out.parent / "dicomflow_held"
+        shutil.rmtree(held, ignore_errors=True)
         return [
-            str(BIN / "dicomflow"),
-            "deid",
-            str(source),
-            str(out),
-            "--key-file",
-            str(key_file),
-            "--report",
-            str(out.parent / "dicomflow_report.json"),
-        ]
+            str(BIN / "dicomflow"), "deid", str(source), str(target), "--key-file", str(key_file),
+            "--held", str(held), "--report", str(out.parent / "dicomflow_report.json"),
+        ]  # fmt: skip
 
     return [
         ("cp", cp),
@@ -241,15 +246,28 @@ def _tools(certificate: Path | None, key_file: Path) -> list[tuple[str, object]]
     ]
 
 
+def _clear(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _skipped(tool: str, why: str) -> Run:
     return Run(tool, f"skipped: {why}")
 
 
 def _measure(tool: str, cmd: Sequence[str], out: Path) -> Run:
-    """Run ``cmd`` in its own process group with a timeout; wall time and peak RSS from wait4."""
+    """Run ``cmd`` in its own process group with a timeout; wall time and peak RSS."""
+    # Linux carries the spawning process's high-water RSS into the child's ru_maxrss across exec, so
+    # a child of this (Python) process never reports under ~18 MB. GNU time, small itself, spawns
+    # the tool and reports the tool's own figure; wait4's is the fallback.
+    rss_file = out.parent / f"{tool}.maxrss"
+    rss_file.unlink(missing_ok=True)
+    wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd] if Path(GNU_TIME).exists() else list(cmd)
     start = time.perf_counter()
     proc = subprocess.Popen(
-        list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
     timed_out = threading.Event()
 
@@ -269,6 +287,8 @@ def _measure(tool: str, cmd: Sequence[str], out: Path) -> Run:
     proc.returncode = os.waitstatus_to_exitcode(wait_status)
     reader.join()
     rss = usage.ru_maxrss / 1024.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        rss = int(rss_file.read_text().split()[-1]) / 1024.0
     files_out = sum(1 for p in out.rglob("*") if p.is_file()) if out.exists() else 0
     if timed_out.is_set():
         return Run(tool, "timeout", wall, rss, files_out)
