@@ -15,7 +15,8 @@ Graph, per phase volume ``hu`` (float32, HU, [slices, rows, columns]):
 4. specific ventilation SV = (F - F_ref) / (1 - F), with F_ref the mean lung air fraction of the
    end-expiration phase (input ``reference_air_fraction``): the volume change of a voxel's tissue
    between expiration and this phase, from conservation of tissue mass.
-5. ``specific_ventilation`` = SV smoothed regionally inside the lung (a normalised box filter:
+5. ``voxel_specific_ventilation`` = SV per voxel inside the lung (0 outside), and
+   ``specific_ventilation`` = SV smoothed regionally inside the lung (a normalised box filter:
    separable AveragePool of SV * mask divided by that of the mask), zero outside the lung.
 """
 
@@ -86,6 +87,14 @@ CONTRACT = {
             "description": "regional volume change relative to end-expiration, smoothed, 0 outside lungs; "
             "empty [0, 0, 0] when reference_air_fraction < 0",
         },
+        {
+            "name": "voxel_specific_ventilation",
+            "dtype": "float32",
+            "shape": ["slices", "rows", "columns"],
+            "unit": "mL/mL",
+            "description": "the same per voxel, before smoothing, 0 outside lungs; "
+            "empty [0, 0, 0] when reference_air_fraction < 0",
+        },
     ],
 }
 
@@ -120,13 +129,14 @@ def _smooth(nodes: list[onnx.NodeProto], source: str, out: str) -> None:
 
 
 def _no_ventilation_branch() -> onnx.GraphProto:
-    """Segmentation only (a negative reference): an empty [0, 0, 0] map, nothing computed."""
+    """Segmentation only (a negative reference): empty [0, 0, 0] maps, nothing computed."""
     empty = numpy_helper.from_array(np.zeros((0, 0, 0), dtype=np.float32), name="empty_map")
+    names = ("no_ventilation", "no_voxel_ventilation")
     return helper.make_graph(
-        [helper.make_node("Constant", [], ["no_ventilation"], name="no_ventilation", value=empty)],
+        [helper.make_node("Constant", [], [name], name=name, value=empty) for name in names],
         "segmentation_only",
         [],
-        [helper.make_tensor_value_info("no_ventilation", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names],
     )
 
 
@@ -157,7 +167,10 @@ def _ventilation_branch() -> onnx.GraphProto:
         nodes,
         "ventilation",
         [],
-        [helper.make_tensor_value_info("ventilation_map", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info("ventilation_map", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("sv_in_lung", TensorProto.FLOAT, None),
+        ],
     )
 
 
@@ -199,7 +212,7 @@ def build() -> onnx.ModelProto:
         n(
             "If",
             ["segmentation_only"],
-            ["specific_ventilation"],
+            ["specific_ventilation", "voxel_specific_ventilation"],
             name="ventilation_if_asked",
             then_branch=_no_ventilation_branch(),
             else_branch=_ventilation_branch(),

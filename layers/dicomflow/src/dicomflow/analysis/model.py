@@ -222,13 +222,14 @@ class LoadedModel:
             "hu": np.ascontiguousarray(hu, dtype=np.float32),
             "reference_air_fraction": np.array(reference, dtype=np.float32),
         }
-        mask, air, ventilation = self.session.run(
-            ["lung_mask", "lung_air_fraction", "specific_ventilation"], feed
-        )
+        names = ["lung_mask", "lung_air_fraction", "specific_ventilation", "voxel_specific_ventilation"]
+        mask, air, ventilation, voxel_ventilation = self.session.run(names, feed)
+        asked = reference_air_fraction is not None
         return ModelOutput(
             lung_mask=mask,
             lung_air_fraction=float(air),
-            specific_ventilation=ventilation if reference_air_fraction is not None else None,
+            specific_ventilation=ventilation if asked else None,
+            voxel_specific_ventilation=voxel_ventilation if asked else None,
         )
 
 
@@ -236,4 +237,5 @@ class LoadedModel:
 class ModelOutput:
     lung_mask: np.ndarray
     lung_air_fraction: float
-    specific_ventilation: np.ndarray | None
+    specific_ventilation: np.ndarray | None  # regionally smoothed
+    voxel_specific_ventilation: np.ndarray | None  # per voxel

@@ -159,7 +159,10 @@ def analyze_scan(
         assert vent_out.specific_ventilation is not None
         threshold = float(spec.parameters.get("defect_threshold_fraction", DEFECT_THRESHOLD_FRACTION))
         vent, defect = ventilation_metrics(
-            vent_out.specific_ventilation, vent_out.lung_mask, threshold_fraction=threshold
+            vent_out.specific_ventilation,
+            vent_out.lung_mask,
+            voxel_specific_ventilation=vent_out.voxel_specific_ventilation,
+            threshold_fraction=threshold,
         )
 
     s, r, c = scan.spacing_mm
