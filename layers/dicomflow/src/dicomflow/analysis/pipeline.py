@@ -58,12 +58,13 @@ class _Timer:
 
 def scan_keys(source: ObjectStore, prefix: str, manifest_key: str | None = None) -> list[str]:
     """The keys of the scan's DICOM files: from its manifest when there is one, else every object
-    under ``prefix`` that is not JSON."""
+    under ``prefix``; JSON files are never read as scan data."""
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     key = manifest_key or (prefix + MANIFEST_NAME)
     if source.exists(key):
         manifest = ScanManifest.from_json(b"".join(source.iter_chunks(key)))
-        return [prefix + f.name for f in manifest.files]
+        # A manifest may list sidecar JSON files (a phantom's ground truth): never scan data.
+        return [prefix + f.name for f in manifest.files if not f.name.endswith(".json")]
     if manifest_key:
         raise AnalysisError(f"the manifest {fingerprint(manifest_key)} does not exist")
     keys = [k for k in source.list_keys(prefix) if not k.endswith(".json")]
