@@ -21,7 +21,8 @@ Pure: a data set in, a new data set out (the input is not modified). How each co
 * Public elements not in Table E.1-1 (our decision, the conservative one): UI remapped unless a
   registry UID; DA/DT shifted (Modified Dates), kept (Full Dates) or removed; PN emptied; text (LO,
   SH, ST, LT, UT, UC, AE) cleaned like ``C``; UR and UN removed; SQ walked; other VRs kept.
-* Elements pydicom cannot decode are removed and counted.
+* Elements pydicom cannot decode are removed and counted; so are command (0000,xxxx) and file meta
+  (0002,xxxx) elements found in the data set, and group lengths (gggg,0000), which would be wrong.
 """
 
 from __future__ import annotations
@@ -311,8 +312,10 @@ class _Run:
             except Exception:  # noqa: BLE001 - pydicom cannot decode it: we cannot vouch for it
                 self.actions["removed_undecodable"] += 1
                 continue
-            if tag.group == 0x0002:
-                self.actions["X"] += 1  # file meta inside the data set: not carried over
+            if tag.group in (0x0000, 0x0002) or tag.element == 0x0000:
+                # Command and file meta elements have no place in a stored data set, and group
+                # lengths would be wrong once values change: none is carried over.
+                self.actions["X_structural"] += 1
                 continue
             if tag.is_private:
                 if tag.is_private_creator:
