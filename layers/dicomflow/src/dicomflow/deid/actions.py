@@ -89,6 +89,37 @@ def normalise(value: str) -> str:
     return " ".join(text.split())
 
 
+class TermIndex:
+    """Finds which of many terms (thousands: one per frame's date in an enhanced multi-frame header)
+    occur in a text, without testing every term against every text: terms are bucketed by their
+    first :data:`MIN_IDENTIFYING_LENGTH` characters, and a text is probed with its own n-grams.
+
+    Examples
+    --------
+    >>> TermIndex(["SMITH", "JOHN", "20240101"]).find("DR JOHN SMITHSON")
+    ['SMITH', 'JOHN']
+    """
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        self._n = MIN_IDENTIFYING_LENGTH
+        self._buckets: dict[str, list[str]] = {}
+        for term in sorted(set(terms), key=len, reverse=True):
+            if len(term) >= self._n:
+                self._buckets.setdefault(term[: self._n], []).append(term)
+
+    def __bool__(self) -> bool:
+        return bool(self._buckets)
+
+    def find(self, text: str) -> list[str]:
+        """The terms occurring in ``text``, longest first."""
+        n = self._n
+        if len(text) < n or not self._buckets:
+            return []
+        grams = {text[i : i + n] for i in range(len(text) - n + 1)}
+        found = [t for g in grams & self._buckets.keys() for t in self._buckets[g] if t in text]
+        return sorted(set(found), key=len, reverse=True)
+
+
 @dataclass
 class IdentifyingValues:
     """What identified the patient in the original: searched for by the leak check."""
@@ -263,7 +294,7 @@ class _Run:
         self.shift: int | None = (
             shift_days(self.key, patient) if self.options.retain_long_modified_dates else None
         )
-        self._scrub: list[str] | None = None
+        self._scrub: TermIndex | None = None
 
     # -- collection ------------------------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
@@ -295,10 +326,9 @@ class _Run:
             self.identifying.add(elem.VR, elem.value)
 
     @property
-    def scrub_terms(self) -> list[str]:
+    def scrub_terms(self) -> TermIndex:
         if self._scrub is None:
-            # longest first, so "JOHN SMITH" goes before "JOHN"
-            self._scrub = sorted(self.identifying.text | self.identifying.uids, key=len, reverse=True)
+            self._scrub = TermIndex(self.identifying.text | self.identifying.uids)
         return self._scrub
 
     # -- rewrite ---------------------------------------------------------------------------------
@@ -472,14 +502,16 @@ class _Run:
 
     def _scrub_text(self, text: str) -> str:
         upper = normalise(text)
-        if not any(term in upper for term in self.scrub_terms):
+        found = self.scrub_terms.find(upper)
+        if not found:
             return text
         # Work on the normalised text: the original spacing and case do not matter once cleaned.
         # Repeat: removing one term can join the pieces of another ("SMI" + "TH").
-        while any(term in upper for term in self.scrub_terms):
-            for term in self.scrub_terms:
+        while found:
+            for term in found:  # longest first, so "JOHN SMITH" goes before "JOHN"
                 upper = upper.replace(term, "")
             upper = " ".join(upper.split())
+            found = self.scrub_terms.find(upper)
         return upper
 
     def _dummy(self, elem: DataElement) -> DataElement | None:

@@ -6,7 +6,8 @@ Two independent searches, both must come out clean:
   normalised text (original UIDs are matched exactly against UI values and as substrings of text);
 * raw: the encoded header bytes (preamble, file meta, data set, and any elements after Pixel Data),
   upper-cased, after masking the output's own new UIDs (a 39-digit ``2.25`` UID can contain any
-  short digit string by chance).
+  short digit string by chance). Original UIDs are looked for as whole runs of digits and dots
+  (how a UID is encoded), which keeps the check linear in the header size with thousands of UIDs.
 
 Values shorter than :data:`~dicomflow.deid.actions.MIN_IDENTIFYING_LENGTH` characters once
 normalised ("M", "F", "NO") are not searched for: they are counted in ``skipped_short``. Hits are
@@ -15,11 +16,15 @@ reported by element tag and by count, never by value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from dicomflow.deid.actions import IdentifyingValues, normalise, walk_values
+from dicomflow.deid.actions import IdentifyingValues, TermIndex, normalise, walk_values
+
+_UID_RUN = re.compile(rb"[0-9.]{8,}")
+_UID_RUN_TEXT = re.compile(r"[0-9.]{8,}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def check_leaks(
     >>> report.passed, report.element_hits
     (False, ['(0008,103E)'])
     """
-    terms = sorted(identifying.text)
+    index = TermIndex(identifying.text)
     uids = identifying.uids
     hits: list[str] = []
     for ds in datasets:
@@ -70,35 +75,32 @@ def check_leaks(
             if elem.VR == "UI":
                 found = value.strip("\0 ") in uids
             else:
-                text = normalise(value)
-                found = any(term in text for term in terms) or any(uid in value for uid in uids)
+                found = bool(index.find(normalise(value))) or any(
+                    run in uids for run in _UID_RUN_TEXT.findall(value)
+                )
             if found:
                 hits.append(str(elem.tag))
-    raw_hits = _raw_hits(identifying, raw, new_uids or set())
-    checked = len(terms) + len(uids)
+    raw_hits = _raw_hits(identifying, index, raw, new_uids or set())
+    checked = len(identifying.text) + len(uids)
     return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
 
 
-def _raw_hits(identifying: IdentifyingValues, raw: bytes, new_uids: set[str]) -> int:
+def _raw_hits(identifying: IdentifyingValues, index: TermIndex, raw: bytes, new_uids: set[str]) -> int:
     if not raw:
         return 0
-    masked = raw
-    for uid in sorted(new_uids, key=len, reverse=True):
-        encoded = uid.encode("ascii")
-        masked = masked.replace(encoded, b"#" * len(encoded))
+    own = {uid.encode("ascii") for uid in new_uids}
+    # Mask our own UIDs (whole runs of digits and dots), keep everything else as is.
+    masked = _UID_RUN.sub(lambda m: b"#" * len(m.group()) if m.group() in own else m.group(), raw)
     # Folding PN separators and padding like normalise(): "DOE^JOHN" in the bytes is "DOE JOHN".
     text = masked.decode("latin-1").upper().replace("^", " ").replace("=", " ").replace("\0", " ")
-    text = " ".join(text.split(" "))
-    count = 0
-    for term in identifying.text:
-        if term in text:
-            count += 1
-            continue
+    found = set(index.find(text))
+    count = len(found)
+    upper = masked.upper()
+    for term in identifying.text - found:
         # a multi-byte character set: look for the UTF-8 encoding too
         utf8 = term.encode("utf-8")
-        if utf8 != term.encode("latin-1", "replace") and utf8 in masked.upper():
+        if utf8 != term.encode("latin-1", "replace") and utf8 in upper:
             count += 1
-    for uid in identifying.uids:
-        if uid.encode("ascii", "replace") in masked:
-            count += 1
+    uid_runs = {run.decode("ascii") for run in _UID_RUN.findall(masked)}
+    count += len(uid_runs & identifying.uids)
     return count
