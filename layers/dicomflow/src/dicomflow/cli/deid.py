@@ -100,7 +100,8 @@ def _one(job: tuple[str, str, str]) -> FileReport:
 
 def _jobs(src: Path, dest: Path, held: Path) -> Iterator[tuple[str, str, str]]:
     if src.is_file():
-        yield str(src), str(dest), str(held / src.name)
+        target = dest / src.name if dest.is_dir() else dest
+        yield str(src), str(target), str(held / src.name)
         return
     for root, dirs, files in os.walk(src):
         dirs.sort()
