@@ -130,6 +130,22 @@ def test_rejected_and_held_objects_never_reach_the_destination(aws: tuple[Any, A
     assert "held/burned.dcm" in keys
 
 
+def test_another_bucket_gets_the_same_bytes_streamed_in_parts(aws: tuple[Any, Any], tmp_path: Path) -> None:
+    s3, _ = aws
+    s3.create_bucket(Bucket="deidentified")
+    src = _big_ct(tmp_path)
+    s3.put_object(Bucket=BUCKET, Key="ingest/big.dcm", Body=src.read_bytes())
+    deid = Deidentifier(LocalKey(b"k" * 32))
+    ingest, out = S3ObjectStore(BUCKET, client=s3), S3ObjectStore("deidentified", client=s3)
+    report = deidentify_object(ingest, "ingest/big.dcm", "big.dcm", deid, dst_store=out)
+    same = deidentify_object(ingest, "ingest/big.dcm", "deid/big.dcm", deid, verify_pixels=False)
+    assert report.verdict is same.verdict is Verdict.PASSED
+    assert report.pixels_identical and report.bytes_copied_server_side == 0
+    assert out.get_range("big.dcm", 0, out.size("big.dcm")) == ingest.get_range(
+        "deid/big.dcm", 0, ingest.size("deid/big.dcm")
+    )
+
+
 def test_kms_hmac_key_is_deterministic_and_key_bound(aws: tuple[Any, Any], tmp_path: Path) -> None:
     _, kms = aws
     # Given two HMAC_256 keys in KMS

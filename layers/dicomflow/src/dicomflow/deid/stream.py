@@ -63,6 +63,8 @@ ReadRange = Callable[[int, int], bytes]
 MAX_TRAILING_BYTES = 1024 * 1024
 #: Hash / copy chunk (small: two of them are in memory at once when verifying).
 CHUNK = 1024 * 1024
+#: Part size when pixels must stream through this process (another store): memory per part.
+STREAM_PART = 8 * 1024 * 1024
 #: Pixel ranges at least this long are hashed before/after in two threads (a thread costs ~1 ms).
 PARALLEL_HASH_BYTES = 32 * 1024 * 1024
 #: S3's minimum part size (every part but the last); the same as ``dicomflow.storage.MIN_PART_SIZE``,
@@ -476,7 +478,7 @@ def _sha256_object_range(store: ObjectStore, key: str, start: int, end: int) -> 
     return digest.hexdigest()
 
 
-def copy_plan(start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
+def copy_plan(start: int, end: int, part: int = COPY_PART) -> tuple[int, list[tuple[int, int]]]:
     """Split the pixel range for a multipart upload: (bytes sent with the header in part 1,
     server-side copy ranges, each >= 5 MiB except possibly the last).
 
@@ -491,7 +493,7 @@ def copy_plan(start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
     ranges: list[tuple[int, int]] = []
     pos = start + first
     while pos < end:
-        stop = min(end, pos + COPY_PART)
+        stop = min(end, pos + part)
         if end - stop < MIN_PART_SIZE:
             stop = end  # fold a short tail into this part
         ranges.append((pos, stop))
@@ -507,12 +509,17 @@ def deidentify_object(
     *,
     held_key: str | None = None,
     verify_pixels: bool = True,
+    dst_store: ObjectStore | None = None,
 ) -> FileReport:
-    """De-identify ``src_key`` into ``dst_key`` of the same store, copying pixels server side.
+    """De-identify ``src_key`` into ``dst_key``, copying pixels server side within one store.
 
     Memory and bytes through this process stay near 5 MiB + header whatever the object's size
-    (plus two streamed reads of the pixel range when ``verify_pixels``).
+    (plus two streamed reads of the pixel range when ``verify_pixels``). With a ``dst_store``
+    other than ``store`` (another bucket), pixels stream through this process in 8 MiB parts:
+    memory stays constant, bytes moved do not (``MultipartWriter.copy_part`` copies within its
+    own store only).
     """
+    out_store = dst_store if dst_store is not None else store
     started = time.perf_counter()
     report = FileReport(source=src_key)
 
@@ -532,7 +539,7 @@ def deidentify_object(
                 _fill_deflated(report, header, outcome, leak, before, after, len(data))
                 key = _target_key(report, dst_key, held_key)
                 if key is not None:
-                    store.put(key, data, content_type="application/dicom")
+                    out_store.put(key, data, content_type="application/dicom")
                     report.destination = key
                 return report
             prepared = prepare(header, read_range, deid)
@@ -549,27 +556,31 @@ def deidentify_object(
         if key is None:
             return report
         start, end = prepared.pixel_start, prepared.pixel_end
+        server_side = out_store is store
         if prepared.pixel_length < 2 * MIN_PART_SIZE:
             body = prepared.new_header + read_range(start, end) + prepared.new_trailing
-            store.put(key, body, content_type="application/dicom")
+            out_store.put(key, body, content_type="application/dicom")
         else:
-            first, ranges = copy_plan(start, end)
-            with store.multipart_put(key) as writer:
+            first, ranges = copy_plan(start, end, COPY_PART if server_side else STREAM_PART)
+            with out_store.multipart_put(key) as writer:
                 writer.upload_part(prepared.new_header + read_range(start, start + first))
                 for range_start, range_end in ranges:
-                    writer.copy_part(src_key, range_start, range_end)
-                    report.bytes_copied_server_side += range_end - range_start
+                    if server_side:
+                        writer.copy_part(src_key, range_start, range_end)
+                        report.bytes_copied_server_side += range_end - range_start
+                    else:
+                        writer.upload_part(read_range(range_start, range_end))
                 if prepared.new_trailing:
                     writer.upload_part(prepared.new_trailing)
         if verify_pixels and prepared.pixel_length:
             offset = len(prepared.new_header)
             report.pixel_sha256_before = _sha256_object_range(store, src_key, start, end)
             report.pixel_sha256_after = _sha256_object_range(
-                store, key, offset, offset + prepared.pixel_length
+                out_store, key, offset, offset + prepared.pixel_length
             )
             report.pixels_identical = report.pixel_sha256_before == report.pixel_sha256_after
             if not report.pixels_identical:
-                store.delete(key)
+                out_store.delete(key)
                 report.verdict = Verdict.FAILED
                 report.reasons.append("pixel data differs after copying")
                 return report
