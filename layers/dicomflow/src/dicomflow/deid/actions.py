@@ -54,13 +54,12 @@ TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "AE"})
 DATE_VRS = frozenset({"DA", "DT"})
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 #: VRs whose values are collected as identifying values for scrubbing and the leak check.
-COLLECT_VRS = TEXT_VRS | DATE_VRS | frozenset({"PN", "UI", "UR", "CS"})
+#: (CS is not: its values are coded terms such as "ORIGINAL" or "YES", not identities.)
+COLLECT_VRS = TEXT_VRS | DATE_VRS | frozenset({"PN", "UI", "UR"})
 #: Shorter normalised values are not searched for (e.g. "M", "F", "YES"): they occur everywhere.
 MIN_IDENTIFYING_LENGTH = 4
 #: Shorter "UIDs" ("0", "1.2") are not searched for either: they are not unique to anybody.
 MIN_UID_LENGTH = 8
-#: Values of these removed elements are not identifying in themselves (generic codes).
-_NOT_COLLECTED_VRS_FOR_CS = frozenset({"CS"})
 
 _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -315,7 +314,7 @@ class _Run:
                 if elem.VR == "PN" or (elem.VR in DATE_VRS and not self.options.retain_long_full_dates):
                     self.identifying.add(elem.VR, elem.value)
                 continue
-            if action == "K" or elem.VR not in COLLECT_VRS or elem.VR in _NOT_COLLECTED_VRS_FOR_CS:
+            if action == "K" or elem.VR not in COLLECT_VRS:
                 continue
             if action == "C" and elem.VR not in DATE_VRS:
                 continue  # cleaned descriptors keep their non-identifying content
