@@ -89,7 +89,7 @@ def part_urls(scan_id: str, index: str) -> Response:
 
 @app.post("/scans/<scan_id>/files/<index>/complete")
 def complete_file(scan_id: str, index: str) -> Response:
-    return _json(200, service().complete_file(scan_id, index))
+    return _json(200, service().complete_file(scan_id, index, _body()))
 
 
 @app.exception_handler(InvalidInputError)

@@ -129,7 +129,8 @@ def upload_all(stack: UploadStack, scan_id: str, plan: dict[str, Any], files: di
             chunk = data[(n - 1) * entry["part_size"] : n * entry["part_size"]]
             status, body = put(urls[n]["url"], urls[n]["headers"], chunk)
             assert status == 200, body
-        status, answer = call(stack, "POST", f"/scans/{scan_id}/files/{entry['index']}/complete", {})
+        body = {"part_sha256": hashes} if entry["method"] == "multipart" else {}
+        status, answer = call(stack, "POST", f"/scans/{scan_id}/files/{entry['index']}/complete", body)
         assert status == 200, answer
 
 
@@ -164,7 +165,10 @@ def test_a_corrupted_part_is_refused_by_the_s3_proxy_as_s3_would(stack: UploadSt
     # Given a planned file
     data = os.urandom(6 * MiB)
     status, plan = call(
-        stack, "POST", "/scans", {"manifest": manifest({"a.dcm": data}), "part_sha256": [part_hashes(data)]}
+        stack,
+        "POST",
+        "/scans",
+        {"manifest": manifest({"a.dcm": data}), "part_sha256": [part_hashes(data)], "part_size": 5 * MiB},
     )
     url = plan["files"][0]["urls"][0]
     # When part 1 is sent with one byte flipped under the signed checksum
@@ -200,11 +204,19 @@ def test_bytes_that_do_not_match_the_manifest_are_caught_at_complete_and_the_fil
             assert (
                 put(u["url"], u["headers"], bad_big[(n - 1) * 5 * MiB : n * 5 * MiB])[0] == 200
             )  # moto takes it
-        status, refused = call(direct, "POST", f"/scans/{scan_id}/files/0/complete", {}, token=None)
-        # Then completing the file refuses it with the reason, and nothing was accepted
+        status, refused = call(
+            direct,
+            "POST",
+            f"/scans/{scan_id}/files/0/complete",
+            {"part_sha256": part_hashes(big)},
+            token=None,
+        )
+        # Then completing the file refuses it with the reason (the storage's SHA-256 of the parts it
+        # holds is not the device's), and nothing was accepted
         assert status == 409, refused
         assert refused["error"] == "checksum_mismatch"
-        assert "do not match the manifest's SHA-256" in refused["message"]
+        assert "do not hash to the part SHA-256s" in refused["message"]
+        assert "upload the file again" in refused["message"]
         status, state = call(direct, "GET", f"/scans/{scan_id}/files/0", token=None)
         assert state["state"] == "uploading" and state["parts"] == []  # a fresh upload: recoverable
         # And a wrong small file is caught too, and the scan cannot complete meanwhile
@@ -340,7 +352,10 @@ def test_complete_twice_and_concurrently_starts_processing_once(stack: UploadSta
 def test_progress_counts_parts_as_they_land(stack: UploadStack) -> None:
     data = os.urandom(11 * MiB)
     status, plan = call(
-        stack, "POST", "/scans", {"manifest": manifest({"a.dcm": data}), "part_sha256": [part_hashes(data)]}
+        stack,
+        "POST",
+        "/scans",
+        {"manifest": manifest({"a.dcm": data}), "part_sha256": [part_hashes(data)], "part_size": 5 * MiB},
     )
     url = plan["files"][0]["urls"][0]
     assert put(url["url"], url["headers"], data[: 5 * MiB])[0] == 200
@@ -362,7 +377,11 @@ def test_delete_aborts_every_multipart_upload_and_marks_the_scan_failed(stack: U
         stack,
         "POST",
         "/scans",
-        {"manifest": manifest({"a.dcm": a, "b.dcm": b}), "part_sha256": [part_hashes(a), part_hashes(b)]},
+        {
+            "manifest": manifest({"a.dcm": a, "b.dcm": b}),
+            "part_sha256": [part_hashes(a), part_hashes(b)],
+            "part_size": 5 * MiB,
+        },
     )
     scan_id = plan["scan_id"]
     url = plan["files"][0]["urls"][0]

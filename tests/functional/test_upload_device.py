@@ -175,21 +175,25 @@ def test_resume_after_sigkill_resends_at_most_one_part_per_worker(tmp_path: Path
 
 
 def test_expired_urls_are_refreshed(tmp_path: Path, local_aws: Any) -> None:
-    # Given URLs that S3 will refuse 2 s after signing (as when the signing credentials expire
-    # before X-Amz-Expires, which the device cannot know), and PUTs that take 1 s each
+    # Given a scan of five slices, whose URLs all come with the plan, that S3 will refuse 2 s after
+    # signing (as when the signing credentials expire before X-Amz-Expires, which the device cannot
+    # know), and PUTs that take 1 s each
     folder = tmp_path / "scan"
-    data = random_file(folder / "big.dcm", 20 * MiB)
+    slices = {
+        f"phase_00/{i:04d}.dcm": random_file(folder / "phase_00" / f"{i:04d}.dcm", 100_000) for i in range(5)
+    }
     with start_upload_stack(
         local=local_aws, with_proxy=True, put_delay_s=1.0, max_url_age_s=2.0, part_size=5 * MiB
     ) as stack:
-        # When one worker uploads the four parts, the later ones with URLs from the plan
+        # When one worker uploads them one after the other
         result = run(upload_cmd(folder, stack, "--workers", "1"))
-        # Then the expired URLs were refused, refreshed and the upload succeeded
+        # Then the URLs that expired meanwhile were refused, refreshed, and the upload succeeded
         assert result.returncode == 0, result.stderr
         assert stack.proxy is not None and stack.proxy.expired >= 1
         assert "URL(s) refreshed" in result.stdout
         scan_id = journal_state(folder)["scan_id"]
-        assert stored(stack, scan_id, "big.dcm") == data
+        for name, data in slices.items():
+            assert stored(stack, scan_id, name) == data
 
 
 @pytest.mark.parametrize("storage_checks_checksums", [True, False], ids=["like-s3", "like-moto"])

@@ -10,6 +10,7 @@ printing its settings as one JSON line and stopping when stdin closes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -89,8 +90,11 @@ def start_local_aws(
     )
     kms = local.client("kms")
     local.kms_key_id = kms.create_key(Description="dicomflow local data key")["KeyMetadata"]["KeyId"]
+    # moto's backends are per process: a second server in the same process (another test module)
+    # sees the first one's resources, so existing ones are reused.
     s3 = local.client("s3")
-    s3.create_bucket(Bucket=ingest_bucket)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=ingest_bucket)
     s3.put_bucket_encryption(
         Bucket=ingest_bucket,
         ServerSideEncryptionConfiguration={
@@ -105,7 +109,9 @@ def start_local_aws(
             ]
         },
     )
-    create_table(local.client("dynamodb"), scans_table)
+    dynamodb = local.client("dynamodb")
+    with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+        create_table(dynamodb, scans_table)
     return local
 
 

@@ -284,8 +284,10 @@ def scan_folder(root: Path) -> list[LocalFile]:
 
 
 def hash_file(path: Path, part_size: int) -> tuple[str, list[str]]:
-    """SHA-256 of the whole file and of each part, in one read. The two digests run in two threads
-    (hashlib releases the GIL), so a large file costs one pass of wall time.
+    """SHA-256 of the whole file and of each part, from one read. The two digests run in two threads
+    (hashlib releases the GIL). Hashing the parts in the same read as the manifest's digest is what
+    ties them together: a part whose bytes change later no longer matches the checksum signed into
+    its URL, so storage refuses it (S3) or the API's composite check does (moto).
 
     Examples
     --------
@@ -306,10 +308,7 @@ def hash_file(path: Path, part_size: int) -> tuple[str, list[str]]:
     filled = 0
     with ThreadPoolExecutor(max_workers=1) as pool, open(path, "rb", buffering=0) as fh:
         pending = None
-        while True:
-            chunk = fh.read(min(_HASH_CHUNK, part_size - filled))
-            if not chunk:
-                break
+        while chunk := fh.read(min(_HASH_CHUNK, part_size - filled)):
             if pending is not None:
                 pending.result()
             pending = pool.submit(whole.update, chunk)
@@ -536,12 +535,21 @@ class Uploader:
             {
                 "manifest": journal.state["manifest"],
                 "part_size": self.part_size,
-                "part_sha256": [f["part_sha256"] for f in journal.state["files"]],
+                "part_sha256": [_known_prefix(f["part_sha256"]) for f in journal.state["files"]],
             },
         )
-        for record, planned in zip(journal.state["files"], plan["files"], strict=True):
-            if planned["part_size"] != record["part_size"] and planned["method"] == "multipart":
-                record["part_sha256"] = []  # another part size: parts are hashed as they are read
+        for i, (record, planned) in enumerate(zip(journal.state["files"], plan["files"], strict=True)):
+            if planned["method"] == "single":
+                record["part_sha256"] = [journal.state["manifest"]["files"][i]["sha256"]]
+            elif planned["part_size"] != record["part_size"]:
+                # The API chose another part size: hash again, in one read with the whole file, so
+                # the parts stay tied to the manifest's digest.
+                path = root / record["name"]
+                whole, record["part_sha256"] = hash_file(path, planned["part_size"])
+                if whole != journal.state["manifest"]["files"][i]["sha256"]:
+                    raise UploadError(
+                        f"files[{i}] changed while the upload was starting; run the command again"
+                    )
             record["part_size"] = planned["part_size"]
             record["method"] = planned["method"]
             record["count"] = planned["part_count"]
@@ -568,7 +576,10 @@ class Uploader:
         for index, (f, record) in enumerate(zip(local, journal.state["files"], strict=True)):
             count = int(record.get("count") or part_count(f.size, record["part_size"]))
             method = record.get("method") or ("single" if count == 1 else "multipart")
-            state = _FileState(index, f, record["part_size"], count, method, list(record["part_sha256"]))
+            hashes = list(record["part_sha256"]) + [""] * max(0, count - len(record["part_sha256"]))
+            for n in range(1, count + 1):  # parts hashed while uploading, before a restart
+                hashes[n - 1] = hashes[n - 1] or journal.part_sha256.get((index, n), "")
+            state = _FileState(index, f, record["part_size"], count, method, hashes[:count])
             if index not in set(journal.state.get("complete", [])):
                 state.pending = {n for n in range(1, count + 1) if (index, n) not in journal.parts}
                 if method == "single" and not state.pending:
@@ -711,9 +722,7 @@ class Uploader:
 
     def _upload_part(self, f: _FileState, part: int, result: UploadResult, progress: Progress) -> None:
         data = self._read_part(f, part)
-        sha = f.hashes[part - 1] if len(f.hashes) >= part and f.hashes[part - 1] else ""
-        if not sha:
-            sha = hashlib.sha256(data).hexdigest()
+        sha = f.hashes[part - 1]
         refreshes = 0
         attempt = 0
         while True:
@@ -755,7 +764,7 @@ class Uploader:
                 f"after {attempt + 1} attempt(s); run the same command again to resume"
             )
         etag = response_headers.get("etag", "")
-        self._journal.record_part(f.index, part, etag)
+        self._journal.record_part(f.index, part, etag, sha)
         with self._lock:
             result.parts_sent += 1
             result.bytes_sent += len(data)
@@ -773,7 +782,7 @@ class Uploader:
             for n in sorted(f.pending):
                 if len(wanted) >= 16:
                     break
-                if n != part and n <= len(f.hashes) and f.hashes[n - 1] and (f.index, n) not in self._urls:
+                if n != part and f.hashes[n - 1] and (f.index, n) not in self._urls:
                     wanted.append({"part_number": n, "sha256": f.hashes[n - 1]})
         answer = self.api.call(
             "POST", f"/scans/{self._journal.state['scan_id']}/files/{f.index}/parts", {"parts": wanted}
@@ -788,8 +797,9 @@ class Uploader:
 
     def _complete_file(self, f: _FileState, progress: Progress) -> None:
         scan_id = self._journal.state["scan_id"]
+        body = {"part_sha256": f.hashes} if f.method == "multipart" else {}
         try:
-            self.api.call("POST", f"/scans/{scan_id}/files/{f.index}/complete", {})
+            self.api.call("POST", f"/scans/{scan_id}/files/{f.index}/complete", body)
         except ApiError as exc:
             if exc.code == "conflict" and f.method == "single" and f.restarts == 0:
                 f.restarts += 1  # the journal said it landed, the storage disagrees: send it again
@@ -843,6 +853,15 @@ def _file_changed(f: _FileState) -> UploadError:
         "manifest's checksums); make sure nothing writes into the scan folder, then delete "
         ".dicomflow-upload.json in it and upload the scan again"
     )
+
+
+def _known_prefix(hashes: Sequence[str]) -> list[str]:
+    out = []
+    for h in hashes:
+        if not h:
+            break
+        out.append(h)
+    return out
 
 
 def _bytes_done(f: _FileState) -> int:

@@ -58,6 +58,7 @@ class Journal:
         self.folder = Path(folder)
         self.state: dict[str, Any] = state if state is not None else {"version": VERSION}
         self.parts: dict[tuple[int, int], str] = parts or {}
+        self.part_sha256: dict[tuple[int, int], str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -79,6 +80,7 @@ class Journal:
         if not isinstance(state, dict) or state.get("version") != VERSION:
             return cls(folder)
         parts: dict[tuple[int, int], str] = {}
+        hashes: dict[tuple[int, int], str] = {}
         try:
             with open(folder / PARTS_NAME, encoding="utf-8") as fh:
                 for line in fh:
@@ -86,27 +88,34 @@ class Journal:
                         entry = json.loads(line)
                         if entry.get("scan_id") == state.get("scan_id"):
                             parts[(int(entry["f"]), int(entry["p"]))] = str(entry["e"])
+                            if entry.get("s"):
+                                hashes[(int(entry["f"]), int(entry["p"]))] = str(entry["s"])
                     except (ValueError, KeyError, TypeError, AttributeError):
                         continue  # a line torn by a crash
         except OSError:
             pass
-        return cls(folder, state, parts)
+        journal = cls(folder, state, parts)
+        journal.part_sha256 = hashes
+        return journal
 
     def save(self) -> None:
         with self._lock:
             atomic_write_text(self.state_path, json.dumps(self.state, separators=(",", ":")))
 
-    def record_part(self, file_index: int, part_number: int, etag: str) -> None:
-        """Append one acknowledged part (flushed and synced before returning)."""
-        line = (
-            json.dumps(
-                {"scan_id": self.state.get("scan_id"), "f": file_index, "p": part_number, "e": etag},
-                separators=(",", ":"),
-            )
-            + "\n"
-        )
+    def record_part(self, file_index: int, part_number: int, etag: str, sha256: str = "") -> None:
+        """Append one acknowledged part and its SHA-256 (flushed and synced before returning)."""
+        entry = {
+            "scan_id": self.state.get("scan_id"),
+            "f": file_index,
+            "p": part_number,
+            "e": etag,
+            "s": sha256,
+        }
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
         with self._lock:
             self.parts[(file_index, part_number)] = etag
+            if sha256:
+                self.part_sha256[(file_index, part_number)] = sha256
             with open(self.parts_path, "a", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()

@@ -2,9 +2,9 @@
 
 Every URL carries the part's SHA-256 as a signed ``x-amz-checksum-sha256`` header: S3 in AWS
 rejects a part whose bytes do not hash to it (``BadDigest``), so corruption in transit cannot land.
-Multipart uploads are created with ``ChecksumAlgorithm=SHA256`` and SSE-KMS. moto stores but does not
-check these checksums; :mod:`dicomflow.upload.service` therefore verifies each completed object's
-SHA-256 against the manifest (see ``UploadConfig.verify``).
+Multipart uploads are created with ``ChecksumAlgorithm=SHA256`` and SSE-KMS, so the storage computes
+a composite SHA-256 of the parts it stored; moto computes it but does not check the per-part headers,
+so :mod:`dicomflow.upload.service` compares that composite with the device's (see its docstring).
 
 Errors come back as dicomflow's: :class:`TransientStorageError` (worth retrying),
 :class:`ObjectNotFoundError` (no such upload or key) or :class:`StorageError`.
@@ -153,6 +153,16 @@ class S3Uploads:
         except Exception as exc:  # noqa: BLE001
             _raise(exc, "complete multipart upload", key)
         return str(response.get("ETag", ""))
+
+    def object_checksum(self, key: str) -> str | None:
+        """The SHA-256 checksum S3 holds for the object (``<base64>-<parts>`` for a multipart one,
+        computed by the storage from the bytes it stored), or None if it has none."""
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "head", key)
+        value = response.get("ChecksumSHA256")
+        return str(value) if value else None
 
     def abort(self, key: str, upload_id: str) -> None:
         try:

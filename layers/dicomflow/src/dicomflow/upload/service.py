@@ -7,16 +7,20 @@ store and the processing hand-off (:mod:`~dicomflow.upload.processing`). Files a
 position in the manifest, never by name in a URL: a device's file names can carry patient data and
 URLs end up in access logs.
 
-Integrity, end to end (moto checks no checksum, so the local pipeline must):
+Integrity, end to end (moto checks no checksum, so the pipeline must):
 
 1. Every presigned URL signs the part's SHA-256 (``x-amz-checksum-sha256``): S3 in AWS refuses a
-   part whose bytes differ (the local S3 proxy does the same in tests).
-2. Completing a file checks every part is there with the size the plan expects, then, with
-   ``verify="sha256"`` (the default), streams the object once and compares its SHA-256 with the
-   manifest. A mismatch discards the object, restarts the file's upload and answers 409
-   ``checksum_mismatch``: the device uploads that file again; nothing wrong is ever accepted.
-   With ``verify="checksum"`` (for AWS, where a 5 GiB file would outlast API Gateway's 29 s) the
-   signed part checksums are trusted and the validator re-checks the SHA-256 of every file.
+   part whose bytes differ (the local S3 proxy does the same in tests; moto alone does not).
+2. Completing a file checks every part is there with the size the plan expects, then compares the
+   storage's own SHA-256 of what it holds with the device's: with ``verify="parts"`` (the default)
+   the object's composite checksum, which S3 (and moto) compute from the stored part bytes at
+   CompleteMultipartUpload, against the composite of the part SHA-256s the device sends (hashed in
+   the same read as the manifest's SHA-256); single-PUT files (at most one part) are streamed and
+   compared with the manifest's SHA-256 outright. With ``verify="sha256"`` every object is streamed
+   and compared with the manifest (costs a read of the object: fine locally, too slow for a 5 GiB
+   file within API Gateway's 29 s). A mismatch discards the object, restarts the file's upload and
+   answers 409 ``checksum_mismatch``: the device sends that file again; nothing wrong is accepted.
+3. The validator (workflow) re-checks every file's SHA-256 against the manifest.
 """
 
 from __future__ import annotations
@@ -92,14 +96,14 @@ class UploadConfig:
     max_plan_urls: int = 1000  # URLs in one POST /scans answer; the rest via .../parts
     max_urls_per_request: int = 100
     max_body_bytes: int = 6 * 1024 * 1024  # Lambda's synchronous payload limit
-    verify: str = "sha256"  # or "checksum": see the module docstring
+    verify: str = "parts"  # or "sha256": see the module docstring
     verify_workers: int = 8
 
     def __post_init__(self) -> None:
         if not 1 <= self.url_expiry_s <= 7 * 24 * 3600:
             raise InvalidInputError("presigned URL expiry must be 1 s to 7 days (SigV4's limit)")
-        if self.verify not in ("sha256", "checksum"):
-            raise InvalidInputError("upload verify must be 'sha256' or 'checksum'")
+        if self.verify not in ("parts", "sha256"):
+            raise InvalidInputError("upload verify must be 'parts' or 'sha256'")
 
 
 class UploadService:
@@ -138,8 +142,8 @@ class UploadService:
         """Validate the manifest, record the scan (UPLOADING), start one upload per file, plan it.
 
         The body is the manifest, or ``{"manifest": ..., "part_size": N, "part_sha256": [[hex, ...],
-        ...]}`` where a device that hashed its parts while building the manifest proposes its part
-        size and gets URLs for its first parts in this answer.
+        ...]}`` where a device proposes its part size and gives the SHA-256 of the first parts of each
+        file it hashed while building the manifest: those get their URLs in this answer.
         """
         if len(body) > self.config.max_body_bytes:
             raise PayloadTooLargeError(
@@ -211,7 +215,7 @@ class UploadService:
                 wanted = [(1, record["sha256"])]
             else:
                 known = hashes[record["index"]] if hashes else []
-                if known and len(known) != record["part_count"]:
+                if record["part_size"] != proposed or len(known) > record["part_count"]:
                     known = []  # hashed with another part size: the device asks for URLs later
                 wanted = list(enumerate(known, start=1))
             for number, sha in wanted[:budget]:
@@ -293,16 +297,37 @@ class UploadService:
 
     # -- POST /scans/{id}/files/{index}/complete ---------------------------------------------------
 
-    def complete_file(self, scan_id: str, index: str | int) -> dict[str, Any]:
-        """Complete a file's upload and verify it. Idempotent: a complete file is answered as is."""
+    def complete_file(self, scan_id: str, index: str | int, body: bytes | str = b"") -> dict[str, Any]:
+        """Complete a file's upload and verify it. Idempotent: a complete file is answered as is.
+
+        Body (multipart files): ``{"part_sha256": ["<hex>", ...]}``, every part's SHA-256 in order.
+        """
         scan = self._scan(scan_id)
         record = self._file(scan_id, index)
         if record["state"] == "complete":
             return _file_view(record)
         self._require_uploading(scan)
-        return self._complete_file(scan_id, record)
+        hashes = None
+        if record["method"] == "multipart" and self.config.verify == "parts":
+            try:
+                data = json.loads(body or b"{}")
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidInputError("the request body is not valid JSON") from None
+            hashes = data.get("part_sha256") if isinstance(data, dict) else None
+            if (
+                not isinstance(hashes, list)
+                or len(hashes) != record["part_count"]
+                or not all(isinstance(h, str) and _HEX64.match(h) for h in hashes)
+            ):
+                raise InvalidInputError(
+                    f'the body must be {{"part_sha256": [...]}} with the SHA-256 (hex) of each of the '
+                    f"{record['part_count']} parts, in order"
+                )
+        return self._complete_file(scan_id, record, hashes)
 
-    def _complete_file(self, scan_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    def _complete_file(
+        self, scan_id: str, record: dict[str, Any], part_hashes: list[str] | None = None
+    ) -> dict[str, Any]:
         where = f"files[{record['index']}]"
         key = record["key"]
         if record["method"] == "multipart":
@@ -327,15 +352,23 @@ class UploadService:
                 f"{where}: the uploaded object has {size} bytes, the manifest says {record['size']}; "
                 "it was discarded: upload the file again"
             )
-        if self.config.verify == "sha256":
-            digest = _sha256_of(self.store, key)
-            if digest != record["sha256"]:
+        stored = None
+        if record["method"] == "multipart" and part_hashes is not None:
+            stored = self.uploads.object_checksum(key)
+        if stored is not None and part_hashes is not None:
+            if not _same_checksum(stored, composite_sha256(part_hashes)):
                 self._restart_file(scan_id, record)
                 raise ChecksumMismatchError(
-                    f"{where}: the uploaded bytes do not match the manifest's SHA-256; the object was "
-                    "discarded and the file's upload restarted: upload the file again (if the file "
-                    "changed on the device after the manifest was built, start a new scan)"
+                    f"{where}: the stored parts do not hash to the part SHA-256s the device computed; "
+                    "the object was discarded and the file's upload restarted: upload the file again"
                 )
+        elif _sha256_of(self.store, key) != record["sha256"]:
+            self._restart_file(scan_id, record)
+            raise ChecksumMismatchError(
+                f"{where}: the uploaded bytes do not match the manifest's SHA-256; the object was "
+                "discarded and the file's upload restarted: upload the file again (if the file "
+                "changed on the device after the manifest was built, start a new scan)"
+            )
         done = {"state": "complete", "completed_at": _iso(self.clock())}
         self.table.update_file(scan_id, record["index"], expect_upload_id=record["upload_id"], values=done)
         return _file_view(record | done)
@@ -637,6 +670,29 @@ def _sha256_of(store: ObjectStore, key: str) -> str:
     return digest.hexdigest()
 
 
+def composite_sha256(part_hashes: Sequence[str]) -> str:
+    """S3's composite checksum of a multipart object: SHA-256 of the parts' digests, with the count.
+
+    Examples
+    --------
+    >>> composite_sha256(["00" * 32])
+    'Zmh6rfhivXdsj8GLjp+OIAiXFIVu4jOzkCpZHQ1fKSU=-1'
+    """
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(bytes.fromhex(h) for h in part_hashes)).digest()
+    return f"{base64.b64encode(digest).decode('ascii')}-{len(part_hashes)}"
+
+
+def _same_checksum(stored: str, expected: str) -> bool:
+    """S3 answers ``<base64>-<parts>``; moto 5.2 leaves the part count out. The digest must match,
+    and the count too when there is one."""
+    digest, _, count = stored.partition("-")
+    want_digest, _, want_count = expected.partition("-")
+    return digest == want_digest and (not count or count == want_count)
+
+
 def _capture(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | Exception:
     try:
         return call()
@@ -687,7 +743,7 @@ def build_service(settings: Any, *, processor: ScanProcessor | None = None) -> U
         url_expiry_s=settings.presigned_url_expiry_s,
         part_size=settings.part_size,
         limits=settings.manifest_limits,
-        verify=getattr(settings, "upload_verify", "sha256"),
+        verify=getattr(settings, "upload_verify", "parts"),
     )
     return UploadService(
         table=ScansTable(table),
