@@ -33,8 +33,19 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return np.rint(rgb).astype(np.uint8)
 
 
-def coronal_row(lung_mask: np.ndarray) -> int:
-    """The row (anterior-posterior index) whose coronal plane cuts through the most lung."""
+def coronal_row(lung_mask: np.ndarray, defect_mask: np.ndarray | None = None) -> int:
+    """The row (anterior-posterior index) of the coronal plane to show: through the most defect
+    when there is one (what the reader must see), else through the most lung.
+
+    Examples
+    --------
+    >>> lung = np.zeros((2, 4, 3), np.uint8); lung[:, 1] = 1; lung[0, 2, 0] = 1
+    >>> defect = np.zeros_like(lung); defect[0, 2, 0] = 1
+    >>> coronal_row(lung), coronal_row(lung, defect)
+    (1, 2)
+    """
+    if defect_mask is not None and defect_mask.any():
+        return int(np.argmax(defect_mask.sum(axis=(0, 2), dtype=np.int64)))
     return int(np.argmax(lung_mask.sum(axis=(0, 2), dtype=np.int64)))
 
 
@@ -50,7 +61,7 @@ def render_preview(
     (towards the head for axial images), so the image is flipped to put the head at the top."""
     from PIL import Image, ImageDraw, ImageFont
 
-    row = coronal_row(lung_mask)
+    row = coronal_row(lung_mask, defect_mask)
     ct = hu[:, row, :].astype(np.float32)[::-1]
     lung = lung_mask[:, row, :].astype(bool)[::-1]
     sv = ventilation[:, row, :][::-1]
