@@ -9,7 +9,7 @@ The ECS task (and the local stack, as a plain process) passes the scan by argume
 - ``--output`` / ``DICOMFLOW_OUTPUT_URI``: where results go, ``s3://bucket/prefix/`` or a folder;
 - ``--model`` / ``DICOMFLOW_MODEL_URI``: optional ONNX model (``s3://`` or a path) replacing the packaged
   one, with ``--model-sha256`` / ``DICOMFLOW_MODEL_SHA256``, the SHA-256 it must have;
-- ``--threads`` / ``DICOMFLOW_ANALYSIS_THREADS``: threads and reader processes (default: the cores).
+- ``--threads`` / ``DICOMFLOW_ANALYSIS_THREADS``: onnxruntime threads (default: the cores).
 
 ``DICOMFLOW_AWS_ENDPOINT_URL`` and ``DICOMFLOW_REGION`` (dicomflow's settings) point S3 at the
 embedded moto server locally. Exit status 0 and ``{"status": "succeeded", ...}`` on success; 1 and
