@@ -323,6 +323,19 @@ def test_a_leak_fails_the_file_and_nothing_is_written(tmp_path: Path) -> None:
     assert not (tmp_path / "out.dcm").exists()
 
 
+def test_names_that_are_also_words_we_write_do_not_fail_the_file(tmp_path: Path, deid: Deidentifier) -> None:
+    # Given a patient whose name components occur in the text the de-identifier records itself
+    # ("Retain Longitudinal Temporal Information ... Option", "ANONYMIZED" dummies)
+    src = tmp_path / "in.dcm"
+    planted_ct(src, values={"name": "Long^Option", "operator": "Patient^Dates"})
+    # When de-identified
+    report = deidentify_file(src, tmp_path / "out.dcm", deid)
+    # Then the leak check does not mistake our own words for the patient's, and finds nothing else
+    assert report.verdict is Verdict.PASSED, report.reasons
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert "LONG" not in str(out.PatientName).upper() and out.OperatorsName == ""
+
+
 def test_encapsulated_pixels_with_trailing_elements(tmp_path: Path, deid: Deidentifier) -> None:
     # Given a JPEG 2000 file followed by trailing padding and a private element with a name in it
     src = tmp_path / "in.dcm"

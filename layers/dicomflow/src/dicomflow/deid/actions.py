@@ -65,6 +65,8 @@ _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
 _DUMMY_TEXT = "ANONYMIZED"
+#: Fixed words this module writes (dummies, pseudonym prefix, recorded terms); see DeidOutcome.own_text.
+OWN_VOCABULARY = frozenset({"ANONYMIZED", "PSEUDONYM", "UNMODIFIED", "MODIFIED", "REMOVED"})
 _DUMMY_BY_VR: dict[str, object] = {
     "DA": "19000101",
     "DT": "19000101000000",
@@ -160,6 +162,21 @@ class DeidOutcome:
     actions: Counter[str]
     shift_days: int | None
     notes: list[str]
+
+    @property
+    def own_text(self) -> frozenset[str]:
+        """Text this de-identifier wrote itself (method, code meanings, dummies, pseudonym prefix):
+        the leak check ignores it, or a patient named "Long" would fail every file on
+        "Retain Longitudinal...".
+        """
+        texts = set(OWN_VOCABULARY)
+        method = self.dataset.get("DeidentificationMethod")
+        if method:
+            texts.add(normalise(str(method)))
+        for item in self.dataset.get("DeidentificationMethodCodeSequence") or []:
+            texts.add(normalise(str(item.get("CodeMeaning", ""))))
+        texts.add(normalise(DICOMFLOW_IMPLEMENTATION_VERSION))
+        return frozenset(t for t in texts if t)
 
 
 def _values(value: object) -> list[object]:

@@ -52,8 +52,12 @@ def check_leaks(
     datasets: list[Dataset],
     raw: bytes,
     new_uids: set[str] | None = None,
+    own_text: frozenset[str] = frozenset(),
 ) -> LeakReport:
     """Search ``datasets`` (e.g. data set, file meta, trailing elements) and ``raw`` bytes.
+
+    ``own_text``: normalised strings the de-identifier wrote itself (see
+    :attr:`~dicomflow.deid.actions.DeidOutcome.own_text`), blanked before searching.
 
     Examples
     --------
@@ -68,6 +72,7 @@ def check_leaks(
     """
     index = TermIndex(identifying.text)
     uids = identifying.uids
+    own = sorted(own_text, key=len, reverse=True)
     hits: list[str] = []
     for ds in datasets:
         for elem, value in walk_values(ds):
@@ -75,25 +80,34 @@ def check_leaks(
             if elem.VR == "UI":
                 found = value.strip("\0 ") in uids
             else:
-                found = bool(index.find(normalise(value))) or any(
+                found = bool(index.find(_blank(normalise(value), own))) or any(
                     run in uids for run in _UID_RUN_TEXT.findall(value)
                 )
             if found:
                 hits.append(str(elem.tag))
-    raw_hits = _raw_hits(identifying, index, raw, new_uids or set())
+    raw_hits = _raw_hits(identifying, index, raw, new_uids or set(), own)
     checked = len(identifying.text) + len(uids)
     return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
 
 
-def _raw_hits(identifying: IdentifyingValues, index: TermIndex, raw: bytes, new_uids: set[str]) -> int:
+def _blank(text: str, own: list[str]) -> str:
+    for phrase in own:
+        if phrase in text:
+            text = text.replace(phrase, "\x00")
+    return text
+
+
+def _raw_hits(
+    identifying: IdentifyingValues, index: TermIndex, raw: bytes, new_uids: set[str], own: list[str]
+) -> int:
     if not raw:
         return 0
-    own = {uid.encode("ascii") for uid in new_uids}
+    mine = {uid.encode("ascii") for uid in new_uids}
     # Mask our own UIDs (whole runs of digits and dots), keep everything else as is.
-    masked = _UID_RUN.sub(lambda m: b"#" * len(m.group()) if m.group() in own else m.group(), raw)
+    masked = _UID_RUN.sub(lambda m: b"#" * len(m.group()) if m.group() in mine else m.group(), raw)
     # Folding PN separators and padding like normalise(): "DOE^JOHN" in the bytes is "DOE JOHN".
     text = masked.decode("latin-1").upper().replace("^", " ").replace("=", " ").replace("\0", " ")
-    found = set(index.find(text))
+    found = set(index.find(_blank(" ".join(text.split()), own)))
     count = len(found)
     upper = masked.upper()
     for term in identifying.text - found:

@@ -167,7 +167,9 @@ def prepare(header: DicomHeader, read_range: ReadRange, deid: Deidentifier) -> P
     )
     new_header = encode_header(outcome.file_meta, outcome.dataset, implicit=implicit, little=little)
     datasets = [outcome.dataset, outcome.file_meta] + ([trailing_ds] if trailing_ds is not None else [])
-    leak = check_leaks(outcome.identifying, datasets, new_header + new_trailing, _own_uids(outcome))
+    leak = check_leaks(
+        outcome.identifying, datasets, new_header + new_trailing, _own_uids(outcome), outcome.own_text
+    )
     return Prepared(
         header=header,
         outcome=outcome,
@@ -405,7 +407,9 @@ def _deflated_dataset(
     out.save_as(buf, enforce_file_format=True)
     without_pixels = Dataset({e.tag: e for e in new if e.tag != 0x7FE00010})
     raw = encode_header(outcome.file_meta, without_pixels, implicit=False, little=True)
-    leak = check_leaks(outcome.identifying, [new, outcome.file_meta], raw, _own_uids(outcome))
+    leak = check_leaks(
+        outcome.identifying, [new, outcome.file_meta], raw, _own_uids(outcome), outcome.own_text
+    )
     return buf.getvalue(), outcome, leak, before, after
 
 
