@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "--part-size-mib",
         type=int,
         default=None,
-        help="part size to propose, in MiB (default 64; the API may choose another)",
+        help="part size to propose, in MiB (default 8; the API may choose another)",
     )
     parser.add_argument(
         "--metadata",

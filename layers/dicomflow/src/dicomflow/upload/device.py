@@ -45,7 +45,7 @@ from dicomflow.upload.parts import MiB, choose_part_size, is_single_put, part_co
 from dicomflow.upload.progress import Progress
 
 DEFAULT_WORKERS = 4
-DEFAULT_PART_SIZE = 64 * MiB
+DEFAULT_PART_SIZE = 8 * MiB  # what S3 tools default to; small parts also make moto complete faster
 TOKEN_HEADER = "X-Dicomflow-Token"
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _HASH_CHUNK = 8 * MiB
@@ -169,15 +169,43 @@ class _Connections:
             conn.close()
 
 
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes ``[start, end)`` of a file, sent with ``sendfile`` (no copy through Python's memory)."""
+
+    path: Path
+    start: int
+    end: int
+
+
+class ShortFileError(OSError):
+    """The file ended before the range did: it was truncated meanwhile."""
+
+
+def _send_file_range(conn: http.client.HTTPConnection, body: FileRange) -> None:
+    count = body.end - body.start
+    with open(body.path, "rb") as fh:
+        sent = conn.sock.sendfile(fh, offset=body.start, count=count)
+    if sent != count:
+        raise ShortFileError(f"sent {sent} of {count} bytes")
+
+
 def _request(
-    conns: _Connections, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
+    conns: _Connections, method: str, url: str, body: bytes | FileRange | None, headers: Mapping[str, str]
 ) -> tuple[int, dict[str, str], bytes]:
     split = urlsplit(url)
     target = split.path + (f"?{split.query}" if split.query else "")
     for fresh in (False, True):
         conn = conns.get(split.scheme, split.netloc)
         try:
-            conn.request(method, target, body=body, headers=dict(headers))
+            if isinstance(body, FileRange):
+                conn.putrequest(method, target, skip_accept_encoding=True)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                _send_file_range(conn, body)
+            else:
+                conn.request(method, target, body=body, headers=dict(headers))
             response = conn.getresponse()
             data = response.read()
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
@@ -705,23 +733,9 @@ class Uploader:
             finally:
                 self._task_done()
 
-    def _read_part(self, f: _FileState, part: int) -> bytes:
-        start, end = part_range(f.local.size, f.part_size, part)
-        try:
-            with open(f.local.path, "rb") as fh:
-                fh.seek(start)
-                data = fh.read(end - start)
-        except OSError as exc:
-            raise UploadError(
-                f"files[{f.index}] cannot be read ({exc.strerror}); check the scan folder "
-                "and run the same command again to resume"
-            ) from None
-        if len(data) != end - start:
-            raise _file_changed(f)
-        return data
-
     def _upload_part(self, f: _FileState, part: int, result: UploadResult, progress: Progress) -> None:
-        data = self._read_part(f, part)
+        start, end = part_range(f.local.size, f.part_size, part)
+        payload = FileRange(f.local.path, start, end)
         sha = f.hashes[part - 1]
         refreshes = 0
         attempt = 0
@@ -735,9 +749,16 @@ class Uploader:
                     self._conns,
                     "PUT",
                     url,
-                    data,
-                    {**headers, "Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+                    payload,
+                    {
+                        **headers,
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(end - start),
+                    },
                 )
+            except (ShortFileError, FileNotFoundError):
+                self._conns.drop(split.scheme, split.netloc)
+                raise _file_changed(f) from None
             except OSError as exc:
                 status, response_headers, body = 0, {}, str(exc).encode()
                 self._conns.drop(split.scheme, split.netloc)
@@ -767,8 +788,8 @@ class Uploader:
         self._journal.record_part(f.index, part, etag, sha)
         with self._lock:
             result.parts_sent += 1
-            result.bytes_sent += len(data)
-        progress.advance(len(data))
+            result.bytes_sent += end - start
+        progress.advance(end - start)
 
     def _url(self, f: _FileState, part: int, sha: str, *, force: bool) -> tuple[str, dict[str, str]]:
         key = (f.index, part)
