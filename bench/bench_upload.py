@@ -21,7 +21,7 @@ SIZE = 1024**3
 PART_MIB = int(os.environ.get("BENCH_UPLOAD_PART_MIB", "8"))
 WORKERS = int(os.environ.get("BENCH_UPLOAD_WORKERS", "4"))
 # The machine is shared and noisy: each side runs this many times, interleaved; the best run counts.
-REPEAT = int(os.environ.get("BENCH_UPLOAD_REPEAT", "2"))
+REPEAT = int(os.environ.get("BENCH_UPLOAD_REPEAT", "3"))
 
 BOTO3_UPLOAD = """
 import sys, boto3

@@ -170,6 +170,7 @@ def test_resume_after_sigkill_resends_at_most_one_part_per_worker(tmp_path: Path
         puts = {part: count for (path, part), count in stack.proxy.puts.items() if path.endswith("/big.dcm")}
         assert set(puts) == set(range(1, 14))
         resent = [part for part, count in puts.items() if count > 1]
+        print(f"resume: killed after {landed} of 13 parts were journaled; parts sent twice: {sorted(resent)}")
         assert len(resent) <= workers, puts
         assert [h.scan_id for h in stack.processor.hand_offs] == [scan_id]
 
