@@ -127,10 +127,10 @@ def main() -> int:
         moto.wait(timeout=60)
     mb = SIZE / 1e6
     print(
-        f"  dicomflow: {WORKERS} workers, {PART_MIB} MiB parts; one read hashes the file (manifest SHA-256 and "
-        "part SHA-256s), parts signed with their SHA-256, storage's composite SHA-256 checked at completion; "
+        f"  dicomflow: {WORKERS} workers, {PART_MIB} MiB parts; one read hashes the file (manifest "
+        "SHA-256 and part SHA-256s), parts signed with their SHA-256, storage's composite SHA-256 "
+        "checked at completion; "
         f"peak RSS {ours.peak_rss_mb:.0f} MB"
-    )
     )
     print(f"  boto3 upload_file: s3transfer defaults; peak RSS {theirs.peak_rss_mb:.0f} MB")
     print(
