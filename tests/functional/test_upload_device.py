@@ -139,6 +139,10 @@ def test_a_multi_file_dicom_scan_uploads_byte_identical_and_is_handed_to_process
         # And running the command again does nothing, successfully
         again = run(upload_cmd(folder, stack))
         assert again.returncode == 0 and "already uploaded" in again.stdout
+        # But not once the folder changed: that is another scan, and the device is told so
+        (folder / "phase_00" / "extra.dcm").write_bytes(b"late file")
+        changed = run(upload_cmd(folder, stack))
+        assert changed.returncode == 1 and "files changed since" in changed.stderr
 
 
 @pytest.mark.slow

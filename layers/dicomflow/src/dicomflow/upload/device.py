@@ -460,6 +460,12 @@ class Uploader:
         self._url_ttl = 900.0
         if journal.state.get("done"):
             scan_id = journal.state["scan_id"]
+            now = [(f.name, f.size, f.mtime_ns) for f in scan_folder(root)]
+            if now != [(f["name"], f["size"], f["mtime_ns"]) for f in journal.state["files"]]:
+                raise UploadError(
+                    f"{root} was uploaded as scan {scan_id}, and its files changed since; to upload them "
+                    f"as a new scan, delete {journal.state_path} and run the command again"
+                )
             return UploadResult(
                 scan_id,
                 journal.state.get("status", "UPLOADED"),
