@@ -121,11 +121,16 @@ def test_a_multi_file_dicom_scan_uploads_byte_identical_and_is_handed_to_process
         assert result.returncode == 0, result.stderr
         scan_id = journal_state(folder)["scan_id"]
         assert f"scan {scan_id} UPLOADED: 3 file(s)" in result.stdout
+        s3 = stack.local.client("s3")
         for path in folder.rglob("*.dcm"):
             name = path.relative_to(folder).as_posix()
             assert stored(stack, scan_id, name) == path.read_bytes(), name
+            head = s3.head_object(Bucket=stack.local.ingest_bucket, Key=f"scans/{scan_id}/files/{name}")
+            assert (head["ServerSideEncryption"], head["SSEKMSKeyId"].rsplit("/", 1)[-1]) == (
+                "aws:kms",
+                stack.local.kms_key_id,
+            ), name
         # And the manifest next to the data lists each file's SHA-256
-        s3 = stack.local.client("s3")
         manifest = json.loads(
             s3.get_object(Bucket=stack.local.ingest_bucket, Key=f"scans/{scan_id}/manifest.json")[
                 "Body"
