@@ -3,6 +3,7 @@ embedded moto server, presigned PUTs straight to S3 (or to the S3 proxy that beh
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -154,11 +155,12 @@ def test_plan_signs_each_parts_sha256_into_its_url(stack: UploadStack) -> None:
         for url, digest in zip(entry["urls"], part_hashes(data), strict=True):
             signed = parse_qs(urlsplit(url["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
             assert "x-amz-checksum-sha256" in signed
-            assert bytes.fromhex(digest) == __import__("base64").b64decode(
-                url["headers"]["x-amz-checksum-sha256"]
-            )
-    # And the file names never appear in the API's URLs (files are addressed by position)
-    assert "/files/0/" in f"/scans/{plan['scan_id']}/files/0/parts"
+            assert bytes.fromhex(digest) == base64.b64decode(url["headers"]["x-amz-checksum-sha256"])
+    # And the API addresses files by position, never by a name (names can carry patient data)
+    status, answer = call(stack, "GET", f"/scans/{plan['scan_id']}/files/0")
+    assert status == 200 and answer["name"] == "series/big.dcm"
+    status, answer = call(stack, "GET", f"/scans/{plan['scan_id']}/files/small.dcm")
+    assert status == 404 and "position in the manifest" in answer["message"]
 
 
 def test_a_corrupted_part_is_refused_by_the_s3_proxy_as_s3_would(stack: UploadStack) -> None:
@@ -423,3 +425,29 @@ def test_presigned_urls_expire_at_the_s3_proxy(stack: UploadStack, local_aws: An
         assert status == 403 and b"Request has expired" in body
         assert short.proxy is not None and short.proxy.expired == 1
     stack.handler.use_service(stack.service)
+
+
+def test_the_step_functions_hand_off_starts_one_execution_per_scan(local_aws: Any) -> None:
+    # Given a state machine (the workflow issue supplies the real one)
+    from dicomflow.upload.processing import StepFunctionsProcessor
+
+    sfn = local_aws.client("stepfunctions")
+    arn = sfn.create_state_machine(
+        name="hand-off-test",
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+    )["stateMachineArn"]
+    processor = StepFunctionsProcessor(sfn, arn, local_aws.ingest_bucket)
+    # When the same scan is handed off twice
+    first = processor.start("scan-a", "scans/scan-a/manifest.json")
+    second = processor.start("scan-a", "scans/scan-a/manifest.json")
+    # Then there is one execution, named after the scan, with the manifest's location as input
+    assert first == second and first.endswith(":scan-a")
+    executions = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert [e["name"] for e in executions] == ["scan-a"]
+    started = json.loads(sfn.describe_execution(executionArn=first)["input"])
+    assert started == {
+        "scan_id": "scan-a",
+        "bucket": local_aws.ingest_bucket,
+        "manifest_key": "scans/scan-a/manifest.json",
+    }
