@@ -683,15 +683,22 @@ class Uploader:
         ]
         for t in threads:
             t.start()
+        interrupted = False
         try:
             while not self._all_done.wait(0.2):
                 pass
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             self._stop.set()
             for _ in threads:
                 tasks.put(None)
+            # On Ctrl-C, parts in flight get a moment to land; the rest is resumed later (workers are
+            # daemon threads, so the process does not wait for a slow network).
+            deadline = time.monotonic() + (3.0 if interrupted else self.timeout)
             for t in threads:
-                t.join(timeout=self.timeout)
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._errors:
             error = self._errors[0]
             if isinstance(error, DicomflowError):
