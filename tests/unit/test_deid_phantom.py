@@ -45,7 +45,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, dic
     )
     report = json.loads((root / "r.json").read_text())
     truth = json.loads((src / "ground_truth.json").read_text())
-    assert status == 0, report["counts"]
+    # Every DICOM file passes; the JSON sidecars (manifest, ground truth) are not DICOM: rejected,
+    # so never copied to DEST (the ground truth holds the very identity), and the exit status is 1.
+    rejected = {Path(f["source"]).name for f in report["files"] if f["verdict"] == "rejected"}
+    assert rejected == {"manifest.json", "ground_truth.json"}, report["counts"]
+    assert status == 1
+    assert not list(dst.rglob("*.json"))
     return src, dst, report, truth
 
 
@@ -57,6 +62,8 @@ def test_every_phantom_file_passes_with_identical_pixels(run: tuple[Path, Path, 
     src, dst, report, _ = run
     assert report["counts"]["passed"] == len(list(_dicoms(src))) > 0
     for entry in report["files"]:
+        if entry["verdict"] == "rejected":
+            continue
         assert entry["leak_check"]["passed"]
         assert entry["pixels_identical"] is True
     for path in _dicoms(src):
@@ -66,8 +73,10 @@ def test_every_phantom_file_passes_with_identical_pixels(run: tuple[Path, Path, 
 
 def test_no_planted_value_is_found_by_an_independent_byte_search(run: tuple[Path, Path, dict, dict]) -> None:
     _, dst, _, truth = run
-    values = [str(v) for v in truth["identifying_values"]]
-    uids = [str(u) for u in truth["original_uids"]]
+    values = [str(v) for v in truth["identifying_values"].values()]
+    uids: list[str] = []
+    for value in truth["original_uids"].values():
+        uids += [str(u) for u in value] if isinstance(value, list) else [str(value)]
     assert values and uids
     for path in _dicoms(dst):
         data = path.read_bytes().upper()
@@ -115,3 +124,34 @@ def test_every_table_attribute_present_is_handled_per_its_action(run: tuple[Path
     for path in _dicoms(src):
         _check(pydicom.dcmread(path), pydicom.dcmread(dst / path.relative_to(src)), profile, seen)
     assert seen  # the phantom carries Table E.1-1 attributes
+
+
+def test_enhanced_multiframe_phantom_passes_clean(tmp_path: Path) -> None:
+    # Given the phantom as one Enhanced CT file per phase (per-frame functional groups, dates in them)
+    src, dst = tmp_path / "scan", tmp_path / "deid"
+    phantom.generate_phantom(src, phases=2, slices=8, size=64, multiframe=True, seed=5)
+    key = tmp_path / "key"
+    key.write_text("22" * 32)
+    main(
+        [
+            "deid",
+            str(src),
+            str(dst),
+            "--key-file",
+            str(key),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--workers",
+            "1",
+        ]
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    truth = json.loads((src / "ground_truth.json").read_text())
+    # Then both files pass with identical pixels and none of the planted values is in their bytes
+    passed = [f for f in report["files"] if f["verdict"] == "passed"]
+    assert len(passed) == 2 and all(f["pixels_identical"] for f in passed)
+    for path in _dicoms(dst):
+        data = path.read_bytes().upper()
+        for value in truth["identifying_values"].values():
+            assert str(value).upper().replace("^", " ").encode() not in data
+            assert str(value).upper().encode() not in data

@@ -8,8 +8,8 @@ Pure: a data set in, a new data set out (the input is not modified). How each co
   date under Modified Dates, items cleaned for SQ).
 * ``C`` clean: DA/DT are shifted (Modified Dates); TM is kept (a whole-day shift leaves it unchanged);
   short text (LO, SH, PN...: descriptors) has every identifying value of the original scrubbed out;
-  free text (LT, ST, UT: comments, histories) is emptied, as no machine cleans prose reliably;
-  sequences are walked.
+  free text (LT, ST, UT: comments, histories) and text of the Patient group (0010: Occupation) are
+  emptied, as no machine can tell which part of them identifies; sequences are walked.
 * Combined codes pick the least disclosing choice that keeps IOD conformance where it matters:
   ``Z/D``, ``X/Z``, ``X/Z/D`` -> ``Z`` (present, empty: Type 2 safe); ``X/D`` -> ``D``; ``X/Z/U*`` ->
   sequences are kept and walked (their UIDs are remapped by their own ``U`` rows: references
@@ -499,6 +499,10 @@ class _Run:
         if vr in FREE_TEXT_VRS:
             # Free text (comments, history) cannot be cleaned reliably by a machine: emptied.
             self.actions["C_free_text_emptied"] += 1
+            return self._empty(elem)
+        if elem.tag.group == 0x0010 and (vr in TEXT_VRS or vr == "PN"):
+            # Text of the Patient group (Occupation...) describes the person: all of it may identify.
+            self.actions["C_patient_text_emptied"] += 1
             return self._empty(elem)
         if vr in TEXT_VRS or vr == "PN":
             return self._scrub_element(elem)
