@@ -336,6 +336,21 @@ def test_names_that_are_also_words_we_write_do_not_fail_the_file(tmp_path: Path,
     assert "LONG" not in str(out.PatientName).upper() and out.OperatorsName == ""
 
 
+def test_a_short_numeric_patient_id_is_matched_as_a_number(tmp_path: Path, deid: Deidentifier) -> None:
+    # Given patient ID "1024", echoed in the protocol name, and a rescale intercept of -10245
+    src = tmp_path / "in.dcm"
+    ds = planted_ct(src, values={"pid": "1024"})
+    ds.ProtocolName = "lung 1024 protocol"
+    ds.RescaleIntercept = "-10245"
+    ds.save_as(src)
+    # When de-identified
+    report = deidentify_file(src, tmp_path / "out.dcm", deid)
+    # Then the ID is scrubbed where it stands alone, and the intercept is not taken for a leak
+    assert report.verdict is Verdict.PASSED, report.reasons
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert out.ProtocolName == "LUNG PROTOCOL" and out.RescaleIntercept == -10245
+
+
 def test_encapsulated_pixels_with_trailing_elements(tmp_path: Path, deid: Deidentifier) -> None:
     # Given a JPEG 2000 file followed by trailing padding and a private element with a name in it
     src = tmp_path / "in.dcm"

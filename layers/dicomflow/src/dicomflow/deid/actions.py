@@ -58,6 +58,8 @@ FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 COLLECT_VRS = TEXT_VRS | DATE_VRS | frozenset({"PN", "UI", "UR"})
 #: Shorter normalised values are not searched for (e.g. "M", "F", "YES"): they occur everywhere.
 MIN_IDENTIFYING_LENGTH = 4
+#: Numeric terms shorter than this must stand alone (not touch other digits) to count as found.
+SHORT_NUMBER = 8
 #: Shorter "UIDs" ("0", "1.2") are not searched for either: they are not unique to anybody.
 MIN_UID_LENGTH = 8
 
@@ -99,6 +101,8 @@ class TermIndex:
     --------
     >>> TermIndex(["SMITH", "JOHN", "20240101"]).find("DR JOHN SMITHSON")
     ['SMITH', 'JOHN']
+    >>> TermIndex(["1024"]).find("-10245"), TermIndex(["1024"]).find("ID 1024")
+    ([], ['1024'])
     """
 
     def __init__(self, terms: Iterable[str]) -> None:
@@ -117,8 +121,27 @@ class TermIndex:
         if len(text) < n or not self._buckets:
             return []
         grams = {text[i : i + n] for i in range(len(text) - n + 1)}
-        found = [t for g in grams & self._buckets.keys() for t in self._buckets[g] if t in text]
+        found = [
+            t
+            for g in grams & self._buckets.keys()
+            for t in self._buckets[g]
+            if t in text and _standalone(text, t)
+        ]
         return sorted(set(found), key=len, reverse=True)
+
+
+def _standalone(text: str, term: str) -> bool:
+    """A short number (a 4-7 digit patient ID) counts only where no digit touches it: "1024" is
+    not found in a Rescale Intercept of "-10245". Longer terms and words match anywhere."""
+    if len(term) >= SHORT_NUMBER or not term.isdigit():
+        return True
+    start = text.find(term)
+    while start >= 0:
+        end = start + len(term)
+        if (start == 0 or not text[start - 1].isdigit()) and (end == len(text) or not text[end].isdigit()):
+            return True
+        start = text.find(term, start + 1)
+    return False
 
 
 @dataclass
