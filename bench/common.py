@@ -6,9 +6,12 @@ a shared, noisy machine moves both figures alike; the ratio is the figure to rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +26,9 @@ BIN = Path(sys.executable).parent
 class Measurement:
     name: str
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the largest single process (wait4's ru_maxrss)
     returncode: int
+    peak_tree_mb: float = 0.0  # the largest sum over the process and its children, sampled
 
     def rate(self, amount: float) -> float:
         return amount / self.wall_s if self.wall_s > 0 else float("inf")
@@ -39,18 +43,60 @@ def measure(
     check: bool = True,
     quiet: bool = True,
 ) -> Measurement:
-    """Run ``cmd`` and return its wall time and peak resident memory (the largest of the process
-    and the descendants it waited for, from ``wait4``)."""
+    """Run ``cmd`` and return its wall time and peak resident memory: the largest single process
+    (the process and the descendants it waited for, from ``wait4``) and the largest sum over the
+    process tree (sampled every 20 ms, so that worker pools count in full)."""
     out = subprocess.DEVNULL if quiet else None
-    start = time.perf_counter()
-    proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=err)
+        sampler = _TreeSampler(proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        sampler.stop()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    code = proc.returncode
     if check and code != 0:
         raise RuntimeError(f"{name}: {' '.join(map(str, cmd))} exited {code}\n{stderr[-2000:]}")
-    return Measurement(name=name, wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024.0, returncode=code)
+    return Measurement(
+        name=name,
+        wall_s=wall,
+        peak_rss_mb=usage.ru_maxrss / 1024.0,
+        returncode=code,
+        peak_tree_mb=max(sampler.peak_mb, usage.ru_maxrss / 1024.0),
+    )
+
+
+class _TreeSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._done.wait(0.02):
+            total = 0
+            try:
+                for proc in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += proc.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
 
 
 def ratio(ours: float, theirs: float) -> str:
