@@ -31,8 +31,10 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -202,6 +204,30 @@ class DeidOutcome:
         return frozenset(t for t in texts if t)
 
 
+@cache
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def raw_vr(elem: DataElement | RawDataElement) -> str | None:
+    """The VR of an element without decoding its value (implicit VR: the dictionary's)."""
+    if isinstance(elem, DataElement):
+        return str(elem.VR)
+    return str(elem.VR) if elem.VR else _dictionary_vr(int(elem.tag))
+
+
+#: VRs whose values the profile may need to read or change: anything else can be passed through
+#: undecoded (its raw bytes re-written as read, in the same encoding) when it is kept.
+_DECODE_VRS = frozenset({"SQ", "UI", "PN", "UR", "UN"}) | TEXT_VRS | DATE_VRS
+
+
+def _passes_through(vr: str | None) -> bool:
+    return vr is not None and vr not in _DECODE_VRS and " or " not in vr
+
+
 def _values(value: object) -> list[object]:
     if value is None:
         return []
@@ -339,12 +365,14 @@ class _Run:
     def collect(self, ds: Dataset) -> None:
         """Gather the identifying values: every value that the profile does not keep."""
         for tag in list(ds.keys()):
+            if tag.is_private:
+                continue  # removed or safelisted; generic private values would only raise false alarms
+            if _passes_through(raw_vr(ds.get_item(tag))):
+                continue  # numbers, codes, binary: nothing identifying to gather, no need to decode
             try:
                 elem = ds[tag]
             except Exception:  # noqa: BLE001 - undecodable: removed in the walk, nothing to gather
                 continue
-            if tag.is_private:
-                continue  # removed or safelisted; generic private values would only raise false alarms
             if elem.VR == "SQ":
                 for item in elem.value or []:
                     self.collect(item)
@@ -376,6 +404,21 @@ class _Run:
         kept_private_blocks: set[tuple[int, int]] = set()
         creators: dict[tuple[int, int], DataElement] = {}
         for tag in sorted(ds.keys()):
+            raw = ds.get_item(tag)
+            if (
+                isinstance(raw, RawDataElement)
+                and (raw.VR is not None or ds.original_encoding[0] is True)  # VR known if needed
+                and not tag.is_private
+                and tag.group not in (0x0000, 0x0002)
+                and tag.element != 0x0000
+                and _passes_through(raw_vr(raw))
+            ):
+                action = self.profile.action(int(tag))
+                if action is None or action == "K":
+                    # kept as read: no decoding, no re-encoding (the output keeps the encoding)
+                    self.actions["K" if action else "kept_unlisted"] += 1
+                    new[tag] = raw
+                    continue
             try:
                 elem = ds[tag]
             except Exception:  # noqa: BLE001 - pydicom cannot decode it: we cannot vouch for it
@@ -403,6 +446,12 @@ class _Run:
             creator = creators.get((group, block))
             if creator is not None:
                 new.add(creator)
+        if None not in ds.original_encoding:
+            # Same encoding and character set as read: pydicom then writes passed-through elements
+            # as they are instead of decoding and re-encoding all of them (passed-through elements
+            # are never text, so the character set is only that of the new text values).
+            implicit, little = ds.original_encoding
+            new.set_original_encoding(implicit, little, new._character_set)
         return new
 
     def _private(self, ds: Dataset, elem: DataElement) -> DataElement | None:
@@ -610,14 +659,22 @@ class _Run:
             self.notes.append("dates shifted by a keyed per-patient offset (days withheld)")
 
 
-def walk_values(ds: Dataset) -> Iterable[tuple[DataElement, str]]:
-    """Every (element, string value) of ``ds``, recursively; binary values are skipped."""
-    for elem in ds:
+def walk_values(ds: Dataset) -> Iterable[tuple[str, str, str]]:
+    """Every (tag, VR, string value) of ``ds``, recursively; binary values are skipped. Elements
+    still undecoded (passed through) are read as Latin-1 text when their VR is a string VR."""
+    for tag in list(ds.keys()):
+        item = ds.get_item(tag)
+        vr = raw_vr(item)
+        if isinstance(item, RawDataElement):
+            if vr in _STRING_VRS and item.value:
+                yield str(tag), str(vr), item.value.decode("latin-1")
+            continue
+        elem = ds[tag]
         if elem.VR == "SQ":
-            for item in elem.value or []:
-                yield from walk_values(item)
+            for child in elem.value or []:
+                yield from walk_values(child)
             continue
         if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
             continue
         for value in _values(elem.value):
-            yield elem, str(value)
+            yield str(tag), str(elem.VR), str(value)

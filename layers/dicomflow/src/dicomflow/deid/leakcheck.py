@@ -75,16 +75,16 @@ def check_leaks(
     own = sorted(own_text, key=len, reverse=True)
     hits: list[str] = []
     for ds in datasets:
-        for elem, value in walk_values(ds):
+        for tag, vr, value in walk_values(ds):
             found = False
-            if elem.VR == "UI":
+            if vr == "UI":
                 found = value.strip("\0 ") in uids
             else:
                 found = bool(index.find(_blank(normalise(value), own))) or any(
                     run in uids for run in _UID_RUN_TEXT.findall(value)
                 )
             if found:
-                hits.append(str(elem.tag))
+                hits.append(tag)
     raw_hits = _raw_hits(identifying, index, raw, new_uids or set(), own)
     checked = len(identifying.text) + len(uids)
     return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
