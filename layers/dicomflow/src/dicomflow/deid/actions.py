@@ -295,15 +295,19 @@ class Deidentifier:
         identifying: IdentifyingValues | None = None,
         patient: str | None = None,
         top_level: bool = True,
+        consume: bool = False,
     ) -> DeidOutcome:
-        """De-identify ``ds`` (and its file meta); ``ds`` is not modified.
+        """De-identify ``ds`` (and its file meta); ``ds`` is not modified unless ``consume``.
 
         ``identifying``/``patient`` let a caller de-identify trailing elements (after Pixel Data)
         with the values collected from the header; ``top_level=False`` skips the attributes
-        recorded about the de-identification itself.
+        recorded about the de-identification itself. ``consume=True`` empties each sequence item
+        of ``ds`` once rewritten, so that a 2000-frame header is not held twice at the peak (the
+        streaming path owns its parsed header and needs only its top-level attributes after).
         """
         patient = patient_identity(ds) if patient is None else patient
         run = _Run(self, patient, identifying)
+        run.consume = consume
         if identifying is None:
             run.collect(ds)
         new = run.walk(ds)
@@ -354,6 +358,7 @@ class _Run:
         self.patient = patient
         self.identifying = identifying or IdentifyingValues()
         self.uid_map: dict[str, str] = {}
+        self.consume = False
         self.actions: Counter[str] = Counter()
         self.notes: list[str] = []
         self.shift: int | None = (
@@ -526,7 +531,11 @@ class _Run:
 
     # -- value helpers ---------------------------------------------------------------------------
     def _sequence(self, elem: DataElement) -> DataElement:
-        items = [self.walk(item) for item in (elem.value or [])]
+        items = []
+        for item in elem.value or []:
+            items.append(self.walk(item))
+            if self.consume:
+                item.clear()
         return DataElement(elem.tag, "SQ", Sequence(items))
 
     def _empty(self, elem: DataElement) -> DataElement:

@@ -160,7 +160,8 @@ def prepare(header: DicomHeader, read_range: ReadRange, deid: Deidentifier) -> P
         if not header.dataset.get(keyword) and not meta.get(meta_keyword):
             raise NonConformantError(f"no {keyword}: not a composite DICOM object that can be de-identified")
     syntax = Deidentifier.syntax_for(header.transfer_syntax, implicit, little)
-    outcome = deid.deidentify(header.dataset, header.file_meta, transfer_syntax=syntax)
+    held = burned_in_reasons(header.dataset)
+    outcome = deid.deidentify(header.dataset, header.file_meta, transfer_syntax=syntax, consume=True)
     pixel_end = find_pixel_end(header, read_range)
     new_trailing, trailing_note, trailing_ds = _trailing(
         header, read_range, pixel_end, deid, outcome.identifying
@@ -179,7 +180,7 @@ def prepare(header: DicomHeader, read_range: ReadRange, deid: Deidentifier) -> P
         new_trailing=new_trailing,
         trailing_note=trailing_note,
         leak=leak,
-        held=burned_in_reasons(header.dataset),
+        held=held,
     )
 
 
