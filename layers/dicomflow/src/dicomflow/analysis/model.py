@@ -156,6 +156,21 @@ def resolve_model(path: str | os.PathLike[str] | None = None, sha256: str | None
     return default_model().replaced_by(path, sha256)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's limit narrows),
+    not the host's count.
+
+    Examples
+    --------
+    >>> available_cores() >= 1
+    True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
@@ -188,7 +203,7 @@ class LoadedModel:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         # No arena: a phase's intermediates (hundreds of MB at 512^2 x 150) go back to the system
         # after each run instead of staying reserved for the process's lifetime.

@@ -27,7 +27,7 @@ from dicomflow.analysis.metrics import (
     tidal_volume_ml,
     ventilation_metrics,
 )
-from dicomflow.analysis.model import LoadedModel, ModelSpec, default_model
+from dicomflow.analysis.model import LoadedModel, ModelSpec, available_cores, default_model
 from dicomflow.analysis.volume import Frame, Scan, assemble, read_frames
 from dicomflow.errors import AnalysisError
 from dicomflow.manifest import ScanManifest
@@ -98,7 +98,7 @@ def _frames(source: ObjectStore, keys: Sequence[str], workers: int) -> Iterator[
 
 def read_scan(source: ObjectStore, keys: Sequence[str], *, workers: int | None = None) -> Scan:
     """Read and assemble the scan (int16 volumes, one per phase)."""
-    return assemble(_frames(source, keys, workers or os.cpu_count() or 1))
+    return assemble(_frames(source, keys, workers or available_cores()))
 
 
 def analyze_scan(
