@@ -23,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder for the outputs (created)")
     parser.add_argument("--model", type=Path, help="an ONNX model to use instead of the packaged one")
     parser.add_argument("--model-sha256", help="the SHA-256 the --model file must have")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="onnxruntime threads (default: the cores)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: the cores)")
     parser.add_argument("--scan-id", default=None, help="scan id to record in results.json")
     parser.set_defaults(func=run)
 
