@@ -8,6 +8,7 @@ Comprehensive 3D SR) and ``preview.png``.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,20 @@ def _frames(source: ObjectStore, keys: Sequence[str], workers: int) -> Iterator[
 
 def read_scan(source: ObjectStore, keys: Sequence[str], *, workers: int | None = None) -> Scan:
     """Read and assemble the scan (int16 volumes, one per phase)."""
-    return assemble(_frames(source, keys, workers or available_cores()))
+    scan = assemble(_frames(source, keys, workers or available_cores()))
+    _trim_heap()
+    return scan
+
+
+def _trim_heap() -> None:
+    """Hand the freed slice buffers back to the system.
+
+    1500 slices of 512 KiB are allocated and freed while a scan is assembled; glibc serves them from
+    its heap once its mmap threshold has adapted, and keeps the freed pages: about 0.9 GB of resident
+    memory that the model stage would otherwise sit on top of. ``malloc_trim`` returns them.
+    """
+    with suppress(OSError, AttributeError):  # not glibc: nothing to trim, or no way to
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def analyze_scan(
