@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 
 import pydicom
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage
 
-from dicomflow.deid import Deidentifier, LocalKey
+from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file
 from dicomflow.deid.dates import shift_value
 from dicomflow.deid.stream import encode_header
 from dicomflow.deid.uids import remap_uid
@@ -22,6 +24,7 @@ words = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ", min_size=6, max_size=14)
 uid_parts = st.lists(st.integers(min_value=1, max_value=10**9), min_size=3, max_size=8)
 keys = st.binary(min_size=16, max_size=48)
 UID_RE = re.compile(r"^2\.25\.[1-9][0-9]{0,38}$")
+FUZZ_DEID = Deidentifier(LocalKey(b"fuzz-key-0123456789"))
 
 #: Where identifying values are recorded (listed attributes whose action removes or replaces them).
 PLACES = {
@@ -157,3 +160,32 @@ def test_date_shift_keeps_intervals(year: int, month: int, day: int, days: int, 
     a, b = (dt.datetime.strptime(p, "%Y%m%d").date() for p in shifted.split("-"))
     assert (b - a).days == span
     assert (start - a).days == days
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flips=st.lists(st.tuples(st.integers(132, 1499), st.integers(0, 255)), min_size=1, max_size=6),
+    cut=st.one_of(st.none(), st.integers(1, 3000)),
+)
+def test_corrupt_headers_never_raise_and_never_yield_unreadable_output(
+    flips: list[tuple[int, int]], cut: int | None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Given a valid planted CT with random bytes of its header changed (and maybe cut short)
+    from tests.unit.test_deid import planted_ct
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    planted_ct(folder / "src.dcm")
+    data = bytearray((folder / "src.dcm").read_bytes())
+    for offset, value in flips:
+        data[offset] = value
+    (folder / "in.dcm").write_bytes(bytes(data[:cut] if cut else data))
+    # When it is de-identified
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = deidentify_file(folder / "in.dcm", folder / "out.dcm", FUZZ_DEID)
+    # Then there is a verdict with reasons, and whatever was written is readable DICOM
+    assert report.verdict in set(Verdict)
+    assert report.verdict is Verdict.PASSED or report.reasons
+    if (folder / "out.dcm").exists():
+        assert report.verdict is Verdict.PASSED and report.leak_check["passed"]
+        pydicom.dcmread(folder / "out.dcm")

@@ -18,9 +18,11 @@ Pure: a data set in, a new data set out (the input is not modified). How each co
 * Patient ID and Patient's Name get a keyed pseudonym (a ``D`` in place of their ``Z``).
 * Private elements: removed, except the safelist (private creator, group, element) under Retain Safe
   Private; a kept element keeps its private creator.
-* Public elements not in Table E.1-1 (our decision, the conservative one): UI remapped unless a
-  registry UID; DA/DT shifted (Modified Dates), kept (Full Dates) or removed; PN emptied; text (LO,
-  SH, ST, LT, UT, UC, AE) cleaned like ``C``; UR and UN removed; SQ walked; other VRs kept.
+* Public elements not in Table E.1-1 (our decision, the conservative one): text, dates and UN whose
+  tag is not in the DICOM dictionary, or whose VR is not the dictionary's (a corrupt tag), removed;
+  UI remapped unless a registry UID; DA/DT shifted (Modified Dates), kept (Full Dates) or removed;
+  PN emptied; text (LO, SH, ST, LT, UT, UC, AE) cleaned like ``C``; UR and UN removed; SQ walked;
+  other VRs kept.
 * Elements pydicom cannot decode are removed and counted; so are command (0000,xxxx) and file meta
   (0002,xxxx) elements found in the data set, and group lengths (gggg,0000), which would be wrong.
 """
@@ -224,8 +226,16 @@ def raw_vr(elem: DataElement | RawDataElement) -> str | None:
 _DECODE_VRS = frozenset({"SQ", "UI", "PN", "UR", "UN"}) | TEXT_VRS | DATE_VRS
 
 
+#: The VRs of PS3.5 Table 6.2-1: a raw element with anything else (a corrupt file) is decoded,
+#: which removes it if pydicom cannot make sense of it.
+_KNOWN_VRS = frozenset(
+    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV"}
+    | {"OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"}
+)
+
+
 def _passes_through(vr: str | None) -> bool:
-    return vr is not None and vr not in _DECODE_VRS and " or " not in vr
+    return vr is not None and vr in _KNOWN_VRS and vr not in _DECODE_VRS
 
 
 def _values(value: object) -> list[object]:
@@ -252,13 +262,18 @@ def pseudonyms(key: PseudonymKey, patient: str) -> tuple[str, str]:
     return "DF" + letters + "XX", "PSEUDONYM^" + letters
 
 
+def _safe_get(ds: Dataset, keyword: str) -> object:
+    """An attribute's value, or None if pydicom cannot decode it (a corrupt file)."""
+    try:
+        return ds.get(keyword)
+    except Exception:  # noqa: BLE001 - undecodable: removed by the walk, nothing to record
+        return None
+
+
 def patient_identity(ds: Dataset) -> str:
     """The original identity a scan's pseudonym and date shift derive from (Patient ID, else Name)."""
     for keyword in ("PatientID", "PatientName", "StudyInstanceUID"):
-        try:
-            value = ds.get(keyword)
-        except Exception:  # noqa: BLE001 - an undecodable value is no identity
-            value = None
+        value = _safe_get(ds, keyword)
         if value:
             return normalise(str(value))
     return ""
@@ -323,12 +338,17 @@ class Deidentifier:
     ) -> FileMetaDataset:
         meta = FileMetaDataset()
         meta.FileMetaInformationVersion = b"\x00\x01"
-        sop_class = new.get("SOPClassUID") or (original.get("MediaStorageSOPClassUID") if original else None)
+        sop_class = new.get("SOPClassUID") or (
+            _safe_get(original, "MediaStorageSOPClassUID") if original else None
+        )
         if sop_class:
-            meta.MediaStorageSOPClassUID = sop_class
+            meta.MediaStorageSOPClassUID = UID(str(sop_class))
         sop_instance = new.get("SOPInstanceUID")
-        if not sop_instance and original is not None and original.get("MediaStorageSOPInstanceUID"):
-            sop_instance = remap_uid(self.key, str(original.MediaStorageSOPInstanceUID))
+        original_instance = (
+            _safe_get(original, "MediaStorageSOPInstanceUID") if original is not None else None
+        )
+        if not sop_instance and original_instance:
+            sop_instance = remap_uid(self.key, str(original_instance))
         if sop_instance:
             meta.MediaStorageSOPInstanceUID = sop_instance
         meta.TransferSyntaxUID = UID(transfer_syntax or ExplicitVRLittleEndian)
@@ -372,7 +392,7 @@ class _Run:
         for tag in list(ds.keys()):
             if tag.is_private:
                 continue  # removed or safelisted; generic private values would only raise false alarms
-            if _passes_through(raw_vr(ds.get_item(tag))):
+            if _passes_through(raw_vr(ds.get_item(tag, keep_deferred=True))):
                 continue  # numbers, codes, binary: nothing identifying to gather, no need to decode
             try:
                 elem = ds[tag]
@@ -409,7 +429,7 @@ class _Run:
         kept_private_blocks: set[tuple[int, int]] = set()
         creators: dict[tuple[int, int], DataElement] = {}
         for tag in sorted(ds.keys()):
-            raw = ds.get_item(tag)
+            raw = ds.get_item(tag, keep_deferred=True)
             if (
                 isinstance(raw, RawDataElement)
                 and (raw.VR is not None or ds.original_encoding[0] is True)  # VR known if needed
@@ -502,6 +522,15 @@ class _Run:
         vr = elem.VR
         if vr == "SQ":
             return self._sequence(elem)
+        expected = _dictionary_vr(int(elem.tag))
+        if vr in TEXT_VRS | DATE_VRS | {"PN", "UR", "UN"} and (
+            expected is None or vr not in expected.split(" or ")
+        ):
+            # Not in the DICOM dictionary (a corrupt tag, a retired or future one), or text where
+            # the dictionary says otherwise (a corrupt tag that now names another attribute): we
+            # cannot tell what the text is, so it goes.
+            self.actions["X_unknown_text"] += 1
+            return None
         if vr == "UI":
             values = [str(v) for v in _values(elem.value)]
             if all(is_well_known(v) for v in values):
@@ -639,8 +668,8 @@ class _Run:
         pid, name = pseudonyms(self.key, self.patient)
         new.PatientID = pid
         new.PatientName = name
-        self.identifying.add("PN", original.get("PatientName"))
-        self.identifying.add("LO", original.get("PatientID"))
+        self.identifying.add("PN", _safe_get(original, "PatientName"))
+        self.identifying.add("LO", _safe_get(original, "PatientID"))
         new.PatientIdentityRemoved = "YES"
         edition = self.deid.profile.edition
         enabled = self.options.enabled
@@ -672,7 +701,7 @@ def walk_values(ds: Dataset) -> Iterable[tuple[str, str, str]]:
     """Every (tag, VR, string value) of ``ds``, recursively; binary values are skipped. Elements
     still undecoded (passed through) are read as Latin-1 text when their VR is a string VR."""
     for tag in list(ds.keys()):
-        item = ds.get_item(tag)
+        item = ds.get_item(tag, keep_deferred=True)
         vr = raw_vr(item)
         if isinstance(item, RawDataElement):
             if vr in _STRING_VRS and item.value:

@@ -40,6 +40,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
+from pydicom.uid import UID
 
 from dicomflow.deid.actions import (
     DICOMFLOW_IMPLEMENTATION_UID,
@@ -51,8 +52,14 @@ from dicomflow.deid.actions import (
 from dicomflow.deid.burned_in import burned_in_reasons
 from dicomflow.deid.leakcheck import LeakReport, check_leaks
 from dicomflow.deid.report import FileReport, Verdict
-from dicomflow.dicom.header import DicomFormatError, DicomHeader, read_header, read_header_from_store
-from dicomflow.errors import DeidentificationError
+from dicomflow.dicom.header import (
+    DicomFormatError,
+    DicomHeader,
+    MalformedHeaderError,
+    read_header,
+    read_header_from_store,
+)
+from dicomflow.errors import DeidentificationError, StorageError
 
 if TYPE_CHECKING:
     from dicomflow.storage.base import ObjectStore
@@ -75,8 +82,8 @@ COPY_PART = 1024 * 1024 * 1024
 _TRAILING_PADDING = 0xFFFCFFFC
 
 
-class PixelDataError(DeidentificationError):
-    """The encapsulated Pixel Data's items cannot be walked to their end."""
+class PixelDataError(DicomFormatError):
+    """The encapsulated Pixel Data's items cannot be walked to their end (a malformed file)."""
 
 
 class NonConformantError(DicomFormatError):
@@ -153,12 +160,20 @@ def prepare(header: DicomHeader, read_range: ReadRange, deid: Deidentifier) -> P
     """De-identify the header (and trailing elements) and leak-check the result."""
     implicit, little = header.is_implicit_vr, header.is_little_endian
     meta = header.file_meta
+    if len(header.dataset) == 0:
+        raise NonConformantError("the data set is empty: nothing to de-identify")
     for keyword, meta_keyword in (
         ("SOPClassUID", "MediaStorageSOPClassUID"),
         ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
     ):
-        if not header.dataset.get(keyword) and not meta.get(meta_keyword):
+        try:
+            value = header.dataset.get(keyword) or meta.get(meta_keyword)
+        except Exception as exc:  # pydicom cannot decode it: a corrupt file
+            raise MalformedHeaderError(f"{keyword} cannot be decoded ({type(exc).__name__})") from exc
+        if not value:
             raise NonConformantError(f"no {keyword}: not a composite DICOM object that can be de-identified")
+        if not UID(str(value).rstrip("\0 ")).is_valid:
+            raise MalformedHeaderError(f"{keyword} is not a valid UID")
     syntax = Deidentifier.syntax_for(header.transfer_syntax, implicit, little)
     held = burned_in_reasons(header.dataset)
     outcome = deid.deidentify(header.dataset, header.file_meta, transfer_syntax=syntax, consume=True)
@@ -166,7 +181,12 @@ def prepare(header: DicomHeader, read_range: ReadRange, deid: Deidentifier) -> P
     new_trailing, trailing_note, trailing_ds = _trailing(
         header, read_range, pixel_end, deid, outcome.identifying
     )
-    new_header = encode_header(outcome.file_meta, outcome.dataset, implicit=implicit, little=little)
+    try:
+        new_header = encode_header(outcome.file_meta, outcome.dataset, implicit=implicit, little=little)
+    except Exception as exc:
+        raise MalformedHeaderError(
+            f"the header cannot be re-encoded ({type(exc).__name__} in pydicom)"
+        ) from exc
     datasets = [outcome.dataset, outcome.file_meta] + ([trailing_ds] if trailing_ds is not None else [])
     leak = check_leaks(
         outcome.identifying, datasets, new_header + new_trailing, _own_uids(outcome), outcome.own_text
@@ -339,6 +359,10 @@ def deidentify_file(
         except DeidentificationError as exc:
             report.verdict = Verdict.FAILED
             report.reasons.append(f"{type(exc).__name__}: {exc}")
+            return report
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop a tree; nothing written
+            report.verdict = Verdict.FAILED
+            report.reasons.append(f"unexpected {type(exc).__name__} while de-identifying (nothing written)")
             return report
         _report_from(prepared, report)
         target = _target(report, dst_path, held_dst)
@@ -555,6 +579,12 @@ def deidentify_object(
         except DeidentificationError as exc:
             report.verdict = Verdict.FAILED
             report.reasons.append(f"{type(exc).__name__}: {exc}")
+            return report
+        except StorageError:
+            raise  # the workflow retries transient storage errors: not a verdict on the file
+        except Exception as exc:  # noqa: BLE001 - one odd object must not stop a scan; nothing written
+            report.verdict = Verdict.FAILED
+            report.reasons.append(f"unexpected {type(exc).__name__} while de-identifying (nothing written)")
             return report
         _report_from(prepared, report)
         key = _target_key(report, dst_key, held_key)

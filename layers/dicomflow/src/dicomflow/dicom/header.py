@@ -22,7 +22,6 @@ import os
 import stat
 import struct
 import warnings
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from dicomflow.errors import InvalidInputError
+from dicomflow.errors import DicomflowError, InvalidInputError
 
 if TYPE_CHECKING:
     from dicomflow.storage.base import ObjectStore
@@ -264,15 +263,15 @@ def read_header(
             # pydicom warns about oddities it tolerates; the validator reports those itself.
             warnings.simplefilter("ignore")
             parsed = _parse(fp, file_size, max_deflated_size)
-    except DicomFormatError:
-        raise
+    except DicomflowError:
+        raise  # ours: a format error already, or the store's (retryable or not)
     except InvalidDicomError as exc:
         raise NotDicomError("not a DICOM file: no 'DICM' prefix and no parseable data set") from exc
     except (EOFError, struct.error) as exc:
         raise TruncatedHeaderError("the file ends inside the header") from exc
-    except (ValueError, KeyError, TypeError, OverflowError, NotImplementedError, zlib.error) as exc:
-        # pydicom raises these for bad lengths, unknown VRs and undecodable structures; their
-        # messages can quote element values, so only the exception type is passed on.
+    except Exception as exc:
+        # ValueError, KeyError, NotImplementedError (unknown VR), OSError ("No tag to read"),
+        # zlib.error...: their messages can quote element values, so only the type is passed on.
         raise MalformedHeaderError(f"the header cannot be parsed ({type(exc).__name__} in pydicom)") from exc
     return parsed
 
@@ -282,7 +281,10 @@ def _parse(fp: _RangeFile, file_size: int, max_deflated_size: int) -> DicomHeade
     has_preamble = ds.preamble is not None
     file_meta = ds.file_meta if ds.file_meta is not None else FileMetaDataset()
     ts_value = file_meta.get("TransferSyntaxUID")
-    transfer_syntax = UID(str(ts_value)) if ts_value else None
+    transfer_syntax = UID(str(ts_value).rstrip("\0 ")) if ts_value else None
+    if transfer_syntax is not None and not transfer_syntax.is_valid:
+        # e.g. a corrupt length that swallowed the rest of the file into (0002,0010)
+        raise MalformedHeaderError("the Transfer Syntax UID is not a valid UID")
     implicit = bool(ds.original_encoding[0])
     little = bool(ds.original_encoding[1])
     header_end = fp.tell()
