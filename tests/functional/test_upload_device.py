@@ -74,6 +74,11 @@ def stored(stack: UploadStack, scan_id: str, name: str) -> bytes:
     )
 
 
+def stored_object(stack: UploadStack, key: str) -> bytes:
+    s3 = stack.local.client("s3")
+    return bytes(s3.get_object(Bucket=stack.local.ingest_bucket, Key=key)["Body"].read())
+
+
 def journal_state(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / STATE_NAME).read_text()))
 
@@ -305,3 +310,37 @@ def test_failures_end_with_a_message_and_a_failing_status(tmp_path: Path, local_
         # The right token: success
         result = run(upload_cmd(tmp_path / "scan", stack, "--token", "secret"))
         assert result.returncode == 0, result.stderr
+
+
+def test_a_device_manifest_in_the_folder_names_the_scan_and_its_files(tmp_path: Path, local_aws: Any) -> None:
+    # Given a phantom scan folder: DICOM files, the device's manifest.json and a sidecar that is not
+    # part of the scan (the phantom's ground truth, which holds the planted identity in clear)
+    from dicomflow.phantom import generate_phantom
+
+    folder = tmp_path / "scan"
+    phantom = generate_phantom(folder, phases=2, slices=3, size=32)
+    with start_upload_stack(local=local_aws, part_size=5 * MiB) as stack:
+        # When the device uploads the folder with no metadata flags
+        cmd = [sys.executable, "-m", "dicomflow", "upload", str(folder), "--api", stack.api_url, "--quiet"]
+        result = run(cmd)
+        # Then the manifest's metadata and files make the scan, and nothing else is uploaded
+        assert result.returncode == 0, result.stderr
+        scan_id = journal_state(folder)["scan_id"]
+        keys = {
+            o["Key"]
+            for o in stack.local.client("s3").list_objects_v2(
+                Bucket=stack.local.ingest_bucket, Prefix=f"scans/{scan_id}/files/"
+            )["Contents"]
+        }
+        assert keys == {f"scans/{scan_id}/files/{f.name}" for f in phantom.manifest.files}
+        stored_manifest = json.loads(stored_object(stack, f"scans/{scan_id}/manifest.json"))
+        assert (stored_manifest["device_id"], stored_manifest["scan_type"]) == ("phantom-ct-01", "4d-ct")
+        assert stored_manifest["device_settings"]["phases"] == 2
+
+    # And a file the manifest lists but the folder lacks is refused by position, before any upload
+    (folder / phantom.manifest.files[0].name).unlink()
+    (folder / STATE_NAME).unlink()
+    with start_upload_stack(local=local_aws, part_size=5 * MiB) as stack:
+        result = run([sys.executable, "-m", "dicomflow", "upload", str(folder), "--api", stack.api_url])
+    assert result.returncode == 1
+    assert "file 0 of the manifest (sorted by name) is not in" in result.stderr

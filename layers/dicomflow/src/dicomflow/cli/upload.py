@@ -1,5 +1,10 @@
 """``dicomflow upload SCAN_DIR --api URL``: upload a scan folder, resumably.
 
+Scan metadata comes from ``--metadata`` / ``--device-id`` / ``--scan-type``, else from the device's
+``manifest.json`` in SCAN_DIR, whose file list then also says which files make the scan (a
+sidecar such as the phantom's ``ground_truth.json`` is not uploaded). Without a manifest, every
+file in the folder is part of the scan.
+
 Exit status: 0 uploaded (or already uploaded), 1 failed (the message says what to do), 130
 interrupted (the same command resumes).
 """
@@ -38,7 +43,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--metadata",
         help="scan metadata: a JSON file or inline JSON with device_id, "
-        "scan_type and optionally device_settings",
+        "scan_type and optionally device_settings (default: SCAN_DIR/manifest.json if present)",
     )
     parser.add_argument("--device-id", help="the device's id (instead of --metadata)")
     parser.add_argument("--scan-type", help="4d-ct, inspiration-hold or expiration-hold")
@@ -72,14 +77,36 @@ def _metadata(args: argparse.Namespace) -> dict[str, Any]:
         data["device_id"] = args.device_id
     if args.scan_type:
         data["scan_type"] = args.scan_type
+    manifest = _device_manifest(args.scan_dir)
+    if manifest is not None:
+        for key in ("device_id", "scan_type", "device_settings", "files"):
+            if key in manifest and not data.get(key):
+                data[key] = manifest[key]
     missing = [k for k in ("device_id", "scan_type") if not data.get(k)]
     if missing:
         raise UploadError(
             f"scan metadata lacks {', '.join(missing)}: give --device-id and --scan-type, or --metadata"
         )
-    unknown = set(data) - {"device_id", "scan_type", "device_settings"}
+    unknown = set(data) - {"device_id", "scan_type", "device_settings", "version", "scan_id", "files"}
     if unknown:
         raise UploadError(f"--metadata has unknown fields: {', '.join(sorted(unknown))}")
+    return data
+
+
+def _device_manifest(scan_dir: str) -> dict[str, Any] | None:
+    """The device's own ``manifest.json`` in the scan folder, if there is one: it gives the scan's
+    metadata and the files that make the scan (anything else in the folder is not uploaded)."""
+    from dicomflow.errors import UploadError
+
+    path = Path(scan_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UploadError(f"{path} is not a readable JSON manifest; fix it, or move it away") from None
+    if not isinstance(data, dict):
+        raise UploadError(f"{path} must be a JSON object with device_id, scan_type and files")
     return data
 
 
@@ -106,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             device_id=metadata["device_id"],
             scan_type=metadata["scan_type"],
             device_settings=metadata.get("device_settings"),
+            names=_listed_names(metadata.get("files")),
         )
     except UploadInterrupted as exc:
         print(f"\n{command}: {exc}", file=sys.stderr)
@@ -130,3 +158,15 @@ def run(args: argparse.Namespace) -> int:
         + (" (resumed)" if result.resumed else "")
     )
     return 0
+
+
+def _listed_names(files: Any) -> list[str] | None:
+    from dicomflow.errors import UploadError
+
+    if files is None:
+        return None
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) for f in files
+    ):
+        raise UploadError("the manifest's files must be a list of objects with a name")
+    return [f["name"] for f in files]

@@ -299,8 +299,23 @@ class LocalFile:
     mtime_ns: int
 
 
-def scan_folder(root: Path) -> list[LocalFile]:
-    """Every regular file of the scan (sorted POSIX names), skipping hidden names and manifest.json."""
+def scan_folder(root: Path, names: Sequence[str] | None = None) -> list[LocalFile]:
+    """The scan's files (sorted POSIX names): the ``names`` given (a device's manifest lists them),
+    else every regular file, skipping hidden names and manifest.json. A listed file that is missing
+    is an :class:`UploadError` naming it by position, not by name."""
+    if names is not None:
+        out = []
+        for index, rel in enumerate(sorted(names)):
+            check_relative_name(rel, where=f"manifest file {index}")
+            path = root / rel
+            if not path.is_file():
+                raise UploadError(
+                    f"file {index} of the manifest (sorted by name) is not in {root}; restore it or "
+                    "upload without the manifest"
+                )
+            st = path.stat()
+            out.append(LocalFile(rel, path, st.st_size, st.st_mtime_ns))
+        return out
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
@@ -449,8 +464,12 @@ class Uploader:
         device_id: str,
         scan_type: str,
         device_settings: Mapping[str, Any] | None = None,
+        names: Sequence[str] | None = None,
     ) -> UploadResult:
-        """Upload (or resume uploading) the scan in ``folder``; returns when the scan is UPLOADED."""
+        """Upload (or resume uploading) the scan in ``folder``; returns when the scan is UPLOADED.
+
+        ``names`` limits the scan to those files (relative POSIX names), e.g. the ones a device's
+        ``manifest.json`` lists; by default every file in the folder is part of the scan."""
         started = time.monotonic()
         root = Path(folder)
         if not root.is_dir():
@@ -460,7 +479,7 @@ class Uploader:
         self._url_ttl = 900.0
         if journal.state.get("done"):
             scan_id = journal.state["scan_id"]
-            now = [(f.name, f.size, f.mtime_ns) for f in scan_folder(root)]
+            now = [(f.name, f.size, f.mtime_ns) for f in scan_folder(root, names)]
             if now != [(f["name"], f["size"], f["mtime_ns"]) for f in journal.state["files"]]:
                 raise UploadError(
                     f"{root} was uploaded as scan {scan_id}, and its files changed since; to upload them "
@@ -473,7 +492,7 @@ class Uploader:
                 journal.state.get("bytes_total", 0),
                 already_uploaded=True,
             )
-        local = scan_folder(root)
+        local = scan_folder(root, names)
         if not local:
             raise UploadError(f"{root} holds no files to upload")
         resumed = self._prepare(journal, root, local, device_id, scan_type, device_settings)
