@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from dicomflow.cli import main
 from dicomflow.deid.options import DeidOptions
 from dicomflow.deid.profile import ConfidentialityProfile, load_profile
+from dicomflow.manifest import ScanManifest, sha256_file
 
 phantom = pytest.importorskip("dicomflow.phantom")
 if not hasattr(phantom, "generate_phantom"):  # pragma: no cover - until the generator lands
@@ -45,12 +46,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, dic
     )
     report = json.loads((root / "r.json").read_text())
     truth = json.loads((src / "ground_truth.json").read_text())
-    # Every DICOM file passes; the JSON sidecars (manifest, ground truth) are not DICOM: rejected,
-    # so never copied to DEST (the ground truth holds the very identity), and the exit status is 1.
-    rejected = {Path(f["source"]).name for f in report["files"] if f["verdict"] == "rejected"}
-    assert rejected == {"manifest.json", "ground_truth.json"}, report["counts"]
-    assert status == 1
-    assert not list(dst.rglob("*.json"))
+    # The folder is a scan (it has a manifest): exactly the listed files are de-identified, every one
+    # passes, the ground truth sidecar (which holds the very identity) is never copied, and DEST gets
+    # the de-identified scan's manifest with the new files' sizes and SHA-256.
+    listed = ScanManifest.load(src / "manifest.json")
+    assert sorted(Path(f["source"]).relative_to(src).as_posix() for f in report["files"]) == sorted(
+        f.name for f in listed.files
+    )
+    assert status == 0, report["counts"]
+    assert [p.name for p in dst.rglob("*.json")] == ["manifest.json"]
+    out = ScanManifest.load(dst / "manifest.json")
+    assert [f.name for f in out.files] == [f.name for f in listed.files]
+    assert all(f.sha256 == sha256_file(dst / f.name) for f in out.files)
     return src, dst, report, truth
 
 

@@ -5,8 +5,12 @@ rejected), pixel hashes and leak check go to the JSON report. Only passed files 
 tree mirrored); files held for review (burned-in annotation) go to ``--held`` (default: DEST with
 ``_held`` appended), never into DEST. Exit status 0 only if every file passed.
 
-The key: ``--key-file F`` (hex or raw bytes, >= 16 bytes). Without it, the per-user key
-``~/.config/dicomflow/deid.key`` is used, created on first use (mode 0600) and announced on stderr:
+A folder with a ``manifest.json`` is a scan: only the files it lists are de-identified, and when
+all pass DEST gets the de-identified scan's ``manifest.json`` (new sizes and SHA-256).
+
+The key: ``--key-file F`` (hex or raw bytes, >= 16 bytes), created if it does not exist. Without it,
+the per-user key ``~/.config/dicomflow/deid.key`` is used, created on first use (mode 0600); a new
+key is announced on stderr:
 the same key gives the same UIDs, pseudonyms and date shifts on every run, so keep it (and keep it
 away from the de-identified data: with it, pseudonyms can be linked back to the patient ID).
 """
@@ -58,9 +62,7 @@ def register(subparsers: Any) -> None:
 def _key_file(path: Path | None) -> Path:
     from dicomflow.deid.keys import LocalKey
 
-    if path is not None:
-        return path
-    default = DEFAULT_KEY_FILE.expanduser()
+    default = path if path is not None else DEFAULT_KEY_FILE.expanduser()
     if not default.exists():
         default.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         LocalKey.generate_file(default)
@@ -102,6 +104,15 @@ def _jobs(src: Path, dest: Path, held: Path) -> Iterator[tuple[str, str, str]]:
     if src.is_file():
         target = dest / src.name if dest.is_dir() else dest
         yield str(src), str(target), str(held / src.name)
+        return
+    manifest = src / "manifest.json"
+    if manifest.is_file():
+        # A scan folder: its manifest says which files make the scan (sidecars such as the
+        # phantom's ground truth are not DICOM and must not be copied anywhere).
+        from dicomflow.manifest import ScanManifest
+
+        for entry in ScanManifest.load(manifest).files:
+            yield str(src / entry.name), str(dest / entry.name), str(held / entry.name)
         return
     for root, dirs, files in os.walk(src):
         dirs.sort()
@@ -156,4 +167,31 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{n} {v}" for v, n in counts.items())
         + (f"; report {args.report}" if args.report else "")
     )
+    if src.is_dir() and (src / "manifest.json").is_file():
+        _write_deidentified_manifest(src, dest, run_report.all_passed)
     return 0 if run_report.all_passed else 1
+
+
+def _write_deidentified_manifest(src: Path, dest: Path, all_passed: bool) -> None:
+    """The de-identified scan's manifest: same scan, the new files' sizes and SHA-256. Written only
+    when every file passed, so a manifest never describes a partial scan."""
+    from dicomflow.manifest import ManifestFile, ScanManifest, sha256_file
+
+    if not all_passed:
+        print(
+            "dicomflow deid: not every file passed, so no manifest.json is written in DEST", file=sys.stderr
+        )
+        return
+    original = ScanManifest.load(src / "manifest.json")
+    files = tuple(
+        ManifestFile(name=f.name, size=(dest / f.name).stat().st_size, sha256=sha256_file(dest / f.name))
+        for f in original.files
+    )
+    deidentified = ScanManifest(
+        device_id=original.device_id,
+        scan_type=original.scan_type,
+        device_settings=original.device_settings,
+        scan_id=original.scan_id,
+        files=files,
+    )
+    (dest / "manifest.json").write_text(deidentified.to_json())
