@@ -11,14 +11,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from dicomflow import phantom
 from dicomflow.cli import main
 from dicomflow.deid.options import DeidOptions
 from dicomflow.deid.profile import ConfidentialityProfile, load_profile
 from dicomflow.manifest import ScanManifest, sha256_file
-
-phantom = pytest.importorskip("dicomflow.phantom")
-if not hasattr(phantom, "generate_phantom"):  # pragma: no cover - until the generator lands
-    pytest.skip("dicomflow.phantom.generate_phantom is not there yet", allow_module_level=True)
 
 #: Recorded by the de-identifier itself or replaced by pseudonyms.
 RECORDING = {0x00100010, 0x00100020, 0x00120062, 0x00120063, 0x00120064, 0x00280303}
