@@ -50,6 +50,10 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 bench: $(STAMP)
+	@# gdcmanon (Debian libgdcm-tools) is the C++ peer of the de-identification benchmark.
+	@command -v gdcmanon >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq libgdcm-tools >/dev/null) ; } || \
+		echo "bench: gdcmanon not installed (apt-get install libgdcm-tools); its column will be skipped"
 	$(PY) bench/run.py $(BENCH)
 
 synth:
