@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 import struct
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -72,8 +73,11 @@ MAX_TRAILING_BYTES = 1024 * 1024
 CHUNK = 1024 * 1024
 #: Part size when pixels must stream through this process (another store): memory per part.
 STREAM_PART = 8 * 1024 * 1024
-#: Pixel ranges at least this long are hashed before/after in two threads (a thread costs ~1 ms).
+#: Pixel ranges at least this long are copied and hashed (before and after) in three threads at
+#: once; shorter ones are read once into memory (at most this much).
 PARALLEL_HASH_BYTES = 32 * 1024 * 1024
+#: In-kernel copy step: how far the copy runs ahead before the destination's hash may follow.
+COPY_STEP = 16 * 1024 * 1024
 #: S3's minimum part size (every part but the last); the same as ``dicomflow.storage.MIN_PART_SIZE``,
 #: repeated here so that local runs do not import boto3 (0.3 s and 30 MB per process).
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -274,30 +278,69 @@ def _report_from(prepared: Prepared, report: FileReport) -> None:
 # -- local files ----------------------------------------------------------------------------------------
 
 
-def _sha256_range(path: Path, start: int, end: int) -> str:
+def _sha256_fd(fd: int, start: int, end: int, progress: _Progress | None = None) -> str | None:
+    """SHA-256 of bytes ``[start, end)`` of ``fd`` (positional reads into one reused buffer).
+
+    With ``progress``, each chunk is read only once the writer says it is in the file: the hash of
+    the destination follows the copy a chunk behind, from the page cache. ``None`` if the copy was
+    abandoned.
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        fd = fh.fileno()
-        pos = start
-        while pos < end:
-            chunk = os.pread(fd, min(CHUNK, end - pos), pos)
-            if not chunk:
-                break
-            digest.update(chunk)
-            pos += len(chunk)
+    buf = bytearray(min(CHUNK, max(end - start, 1)))
+    view = memoryview(buf)
+    pos = start
+    while pos < end:
+        want = min(len(buf), end - pos)
+        if progress is not None and not progress.wait_for(pos + want):
+            return None
+        got = os.preadv(fd, [view[:want]], pos)
+        if got <= 0:
+            break
+        digest.update(view[:got])
+        pos += got
     return digest.hexdigest()
 
 
-def _copy_range(src_fd: int, dst_fd: int, start: int, length: int) -> None:
+class _Progress:
+    """How far the copy has got (an offset in the destination), for the hash that follows it."""
+
+    def __init__(self) -> None:
+        self._done = 0
+        self._failed = False
+        self._cond = threading.Condition()
+
+    def advance(self, done: int) -> None:
+        with self._cond:
+            self._done = done
+            self._cond.notify_all()
+
+    def fail(self) -> None:
+        with self._cond:
+            self._failed = True
+            self._cond.notify_all()
+
+    def wait_for(self, offset: int) -> bool:
+        with self._cond:
+            self._cond.wait_for(lambda: self._failed or self._done >= offset)
+            return not self._failed
+
+
+def _copy_range(
+    src_fd: int, dst_fd: int, start: int, length: int, progress: _Progress | None = None, base: int = 0
+) -> None:
+    """Copy ``length`` bytes from ``start`` of ``src_fd`` to ``dst_fd``'s position (in steps of
+    :data:`COPY_STEP`, reporting ``base`` + bytes copied to ``progress``)."""
     offset = start
     remaining = length
     try:
         while remaining:
-            n = os.copy_file_range(src_fd, dst_fd, remaining, offset)
+            n = os.copy_file_range(src_fd, dst_fd, min(remaining, COPY_STEP), offset)
             if n == 0:
                 raise DeidentificationError("the source file shrank while being copied")
             offset += n
             remaining -= n
+            if progress is not None:
+                progress.advance(base + offset - start)
     except OSError:
         # copy_file_range is not available across every pair of file systems: plain copy.
         while remaining:
@@ -307,6 +350,54 @@ def _copy_range(src_fd: int, dst_fd: int, start: int, length: int) -> None:
             os.write(dst_fd, chunk)
             offset += len(chunk)
             remaining -= len(chunk)
+            if progress is not None:
+                progress.advance(base + offset - start)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_output(fd: int, out_fd: int, prepared: Prepared, verify: bool) -> tuple[str | None, str | None]:
+    """Write header, pixels and trailing elements to ``out_fd``; (pixel SHA-256 before, after).
+
+    "Before" is hashed from the source, "after" from the written file read back (the page cache),
+    never from the bytes we meant to write. Small pixel ranges: one read, hashed in memory, one
+    write, then the written range read back. Large ones: the in-kernel copy, the source's hash and
+    the destination's hash (a chunk behind the copy) run at once in three threads (hashlib and the
+    copy release the GIL), so that the hashes cost little more than one pass over the pixels.
+    """
+    header = prepared.new_header
+    start, length = prepared.pixel_start, prepared.pixel_length
+    if length < PARALLEL_HASH_BYTES:
+        pixels = os.pread(fd, length, start)
+        if len(pixels) != length:
+            raise DeidentificationError("the source file shrank while being copied")
+        before = hashlib.sha256(pixels).hexdigest() if verify and length else None
+        _write_all(out_fd, header + pixels + prepared.new_trailing)
+        del pixels
+        after = _sha256_fd(out_fd, len(header), len(header) + length) if verify and length else None
+        return before, after
+    _write_all(out_fd, header)
+    if not verify:
+        _copy_range(fd, out_fd, start, length)
+        if prepared.new_trailing:
+            _write_all(out_fd, prepared.new_trailing)
+        return None, None
+    progress = _Progress()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        before_f = pool.submit(_sha256_fd, fd, start, start + length)
+        after_f = pool.submit(_sha256_fd, out_fd, len(header), len(header) + length, progress)
+        try:
+            _copy_range(fd, out_fd, start, length, progress, base=len(header))
+            if prepared.new_trailing:
+                _write_all(out_fd, prepared.new_trailing)
+        except BaseException:
+            progress.fail()
+            raise
+        return before_f.result(), after_f.result()
 
 
 def deidentify_file(
@@ -370,28 +461,17 @@ def deidentify_file(
             return report
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        out_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out_fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(out_fd, prepared.new_header)
-            _copy_range(fd, out_fd, prepared.pixel_start, prepared.pixel_length)
-            if prepared.new_trailing:
-                os.write(out_fd, prepared.new_trailing)
-        finally:
+            before, after = _write_output(fd, out_fd, prepared, verify_pixels)
+        except BaseException:
             os.close(out_fd)
+            partial.unlink(missing_ok=True)
+            raise
+        os.close(out_fd)
         if verify_pixels and prepared.pixel_length:
-            offset = len(prepared.new_header)
-            ranges = (
-                (src_path, prepared.pixel_start, prepared.pixel_end),
-                (partial, offset, offset + prepared.pixel_length),
-            )
-            if prepared.pixel_length >= PARALLEL_HASH_BYTES:
-                # two threads (hashlib releases the GIL): a 1 GB file hashes in half the time
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    before, after = pool.map(lambda r: _sha256_range(*r), ranges)
-            else:
-                before, after = (_sha256_range(*r) for r in ranges)
             report.pixel_sha256_before, report.pixel_sha256_after = before, after
-            report.pixels_identical = report.pixel_sha256_before == report.pixel_sha256_after
+            report.pixels_identical = before is not None and before == after
             if not report.pixels_identical:
                 partial.unlink()
                 report.verdict = Verdict.FAILED

@@ -1,0 +1,73 @@
+"""The local copy of the pixels and their before/after hashes: the in-memory path for small pixel
+ranges and the three-thread path (copy, source hash, destination hash a chunk behind) for large ones."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file, stream
+
+KEY = LocalKey(b"test-key-0123456789abcdef")
+
+
+def _pixel_value_hash(path: Path) -> str:
+    return hashlib.sha256(pydicom.dcmread(path).PixelData).hexdigest()
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "693_J2KI.dcm", "SC_rgb_rle.dcm"])
+def test_pixels_are_copied_and_hashed_from_source_and_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, threaded: bool
+) -> None:
+    # Given a file, and (threaded) a copy step and hash chunk far smaller than its pixels, so that the
+    # destination's hash really follows the copy chunk by chunk
+    src = Path(str(get_testdata_file(name)))
+    if threaded:
+        monkeypatch.setattr(stream, "PARALLEL_HASH_BYTES", 1)
+        monkeypatch.setattr(stream, "COPY_STEP", 4096)
+        monkeypatch.setattr(stream, "CHUNK", 1000)
+    # When it is de-identified
+    report = deidentify_file(src, tmp_path / "out.dcm", Deidentifier(KEY), held_dst=tmp_path / "held.dcm")
+    # Then both hashes are of the pixel element's bytes, identical, and the output's pixels are the source's
+    assert report.verdict in (Verdict.PASSED, Verdict.HELD), report.reasons
+    written = Path(str(report.destination))
+    assert report.pixels_identical is True
+    assert report.pixel_sha256_before == report.pixel_sha256_after
+    data = src.read_bytes()
+    out = written.read_bytes()
+    start = report.header_bytes_written
+    assert hashlib.sha256(out[start : start + report.pixel_bytes]).hexdigest() == report.pixel_sha256_after
+    assert out[start : start + report.pixel_bytes] in data
+    assert _pixel_value_hash(written) == _pixel_value_hash(src)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_copy_that_fails_midway_stops_the_destination_hash_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the threaded path, and a copy that breaks after its first step
+    monkeypatch.setattr(stream, "PARALLEL_HASH_BYTES", 1)
+    monkeypatch.setattr(stream, "COPY_STEP", 4096)
+    calls = {"n": 0}
+    real = os.copy_file_range
+
+    def flaky(src: int, dst: int, count: int, offset_src: int | None = None, *a: object) -> int:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            return 0  # the source "shrank"
+        return real(src, dst, count, offset_src, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stream.os, "copy_file_range", flaky)
+    out = tmp_path / "out.dcm"
+    # When it is de-identified, the error comes out (no hang waiting for bytes never written)
+    with pytest.raises(stream.DeidentificationError):
+        deidentify_file(get_testdata_file("CT_small.dcm"), out, Deidentifier(KEY))
+    # Then nothing is left at the destination, not even the partial file
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
