@@ -112,9 +112,9 @@ class TermIndex:
     def __init__(self, terms: Iterable[str]) -> None:
         self._n = MIN_IDENTIFYING_LENGTH
         self._buckets: dict[str, list[str]] = {}
-        for term in sorted(set(terms), key=len, reverse=True):
-            if len(term) >= self._n:
-                self._buckets.setdefault(term[: self._n], []).append(term)
+        self._terms = [t for t in sorted(set(terms), key=len, reverse=True) if len(t) >= self._n]
+        for term in self._terms:
+            self._buckets.setdefault(term[: self._n], []).append(term)
 
     def __bool__(self) -> bool:
         return bool(self._buckets)
@@ -124,6 +124,10 @@ class TermIndex:
         n = self._n
         if len(text) < n or not self._buckets:
             return []
+        if len(self._terms) <= len(text) - n + 1:
+            # Fewer terms than n-grams (a CT slice: some 30 terms): testing each term is cheaper.
+            found = [t for t in self._terms if t in text and _standalone(text, t)]
+            return sorted(set(found), key=len, reverse=True)
         grams = {text[i : i + n] for i in range(len(text) - n + 1)}
         found = [
             t
@@ -759,22 +763,21 @@ class _Run:
             self.notes.append("dates shifted by a keyed per-patient offset (days withheld)")
 
 
-def walk_values(ds: Dataset) -> Iterable[tuple[str, str, str]]:
+def walk_values(ds: Dataset) -> Iterable[tuple[int, str, str]]:
     """Every (tag, VR, string value) of ``ds``, recursively; binary values are skipped. Elements
-    still undecoded (passed through) are read as Latin-1 text when their VR is a string VR."""
-    for tag in list(ds.keys()):
-        item = ds.get_item(tag, keep_deferred=True)
-        vr = raw_vr(item)
+    still undecoded (passed through) are read as Latin-1 text when their VR is a string VR. The
+    tag is pydicom's (an ``int`` whose ``str()`` is ``"(gggg,eeee)"``), formatted only if needed."""
+    for tag, item in list(ds._dict.items()):
         if isinstance(item, RawDataElement):
+            vr = raw_vr(item)
             if vr in _STRING_VRS and item.value:
-                yield str(tag), str(vr), item.value.decode("latin-1")
+                yield tag, str(vr), item.value.decode("latin-1")
             continue
-        elem = ds[tag]
-        if elem.VR == "SQ":
-            for child in elem.value or []:
+        if item.VR == "SQ":
+            for child in item.value or []:
                 yield from walk_values(child)
             continue
-        if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        if item.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
             continue
-        for value in _values(elem.value):
-            yield str(tag), str(elem.VR), str(value)
+        for value in _values(item.value):
+            yield tag, str(item.VR), str(value)

@@ -74,17 +74,23 @@ def check_leaks(
     uids = identifying.uids
     own = sorted(own_text, key=len, reverse=True)
     hits: list[str] = []
+    # Every element is visited; the search result of a (VR, value) pair is computed once (an
+    # enhanced multi-frame header repeats the same values in thousands of frames).
+    seen: dict[tuple[bool, str], bool] = {}
     for ds in datasets:
         for tag, vr, value in walk_values(ds):
-            found = False
-            if vr == "UI":
-                found = value.strip("\0 ") in uids
-            else:
-                found = bool(index.find(_blank(normalise(value), own))) or any(
-                    run in uids for run in _UID_RUN_TEXT.findall(value)
-                )
+            is_uid = vr == "UI"
+            found = seen.get((is_uid, value))
+            if found is None:
+                if is_uid:
+                    found = value.strip("\0 ") in uids
+                else:
+                    found = bool(index.find(_blank(normalise(value), own))) or any(
+                        run in uids for run in _UID_RUN_TEXT.findall(value)
+                    )
+                seen[(is_uid, value)] = found
             if found:
-                hits.append(tag)
+                hits.append(str(tag))
     raw_hits = _raw_hits(identifying, index, raw, new_uids or set(), own)
     checked = len(identifying.text) + len(uids)
     return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
