@@ -182,10 +182,6 @@ class IdentifyingValues:
                     self.skipped_short += 1
 
 
-#: (tag, implicit VR, little endian, character set, raw value) of a sequence: see ``_Run._sq_key``.
-_SqKey = tuple[int, bool, bool, "str | tuple[str, ...]", bytes]
-
-
 @dataclass
 class DeidOutcome:
     """The de-identified data set and file meta, and what was done."""
@@ -393,36 +389,6 @@ class _Run:
             shift_days(self.key, patient) if self.options.retain_long_modified_dates else None
         )
         self._scrub: TermIndex | None = None
-        # Sequences met more than once with the same bytes (the per-frame functional groups of an
-        # enhanced multi-frame header: 2000 frames, most of whose 8-10 sub-sequences are identical):
-        # collected and rewritten once, then reused. The output depends only on the key (tag, VR
-        # encoding, the character set in force and the raw value; the run's key, options and
-        # identifying values are fixed for the run), so a reused result is the result.
-        self._collected: dict[_SqKey, int] = {}  # key -> values skipped as too short (replayed)
-        self._walked: dict[_SqKey, tuple[DataElement | None, Counter[str]]] = {}
-        self._first_keys: dict[int, tuple[DataElement, _SqKey]] = {}  # id(converted) -> (it, key)
-
-    def _sq_key(self, ds: Dataset, raw: DataElement | RawDataElement) -> _SqKey | None:
-        """The reuse key of a still-undecoded public sequence (``None``: not reusable)."""
-        if (
-            isinstance(raw, RawDataElement)
-            and isinstance(raw.value, bytes)
-            and raw_vr(raw) == "SQ"
-            and not raw.tag.is_private  # a private SQ's fate depends on its creator, elsewhere
-        ):
-            charset = ds._character_set
-            return (
-                int(raw.tag),
-                bool(raw.is_implicit_VR),
-                bool(raw.is_little_endian),
-                charset if isinstance(charset, str) else tuple(charset),
-                raw.value,
-            )
-        if isinstance(raw, DataElement):
-            first = self._first_keys.get(id(raw))
-            if first is not None and first[0] is raw:
-                return first[1]
-        return None
 
     # -- collection ------------------------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
@@ -430,24 +396,15 @@ class _Run:
         for tag in list(ds.keys()):
             if tag.is_private:
                 continue  # removed or safelisted; generic private values would only raise false alarms
-            raw = ds.get_item(tag, keep_deferred=True)
-            if _passes_through(raw_vr(raw)):
+            if _passes_through(raw_vr(ds.get_item(tag, keep_deferred=True))):
                 continue  # numbers, codes, binary: nothing identifying to gather, no need to decode
-            key = self._sq_key(ds, raw)
-            if key is not None and key in self._collected:
-                self.identifying.skipped_short += self._collected[key]  # the rest: sets, already in
-                continue
             try:
                 elem = ds[tag]
             except Exception:  # noqa: BLE001 - undecodable: removed in the walk, nothing to gather
                 continue
             if elem.VR == "SQ":
-                skipped = self.identifying.skipped_short
                 for item in elem.value or []:
                     self.collect(item)
-                if key is not None:
-                    self._collected[key] = self.identifying.skipped_short - skipped
-                    self._first_keys[id(elem)] = (elem, key)
                 continue
             action = self.profile.action(int(tag))
             if action is None:
@@ -491,29 +448,10 @@ class _Run:
                     self.actions["K" if action else "kept_unlisted"] += 1
                     new[tag] = raw
                     continue
-            key = self._sq_key(ds, raw) if tag.group not in (0x0000, 0x0002) and tag.element else None
-            if key is not None:
-                done = self._walked.get(key)
-                if done is not None:
-                    out, counts = done
-                    self.actions.update(counts)
-                    if out is not None:
-                        new.add(DataElement(tag, "SQ", Sequence(list(out.value))))
-                    continue
-                before = Counter(self.actions)
             try:
                 elem = ds[tag]
             except Exception:  # noqa: BLE001 - pydicom cannot decode it: we cannot vouch for it
                 self.actions["removed_undecodable"] += 1
-                if key is not None:
-                    self._walked[key] = (None, self.actions - before)
-                continue
-            if key is not None and not tag.is_private:
-                action = self.profile.action(int(tag))
-                out = self._apply(action, elem) if action is not None else self._unknown(elem)
-                self._walked[key] = (out, self.actions - before)
-                if out is not None:
-                    new.add(out)
                 continue
             if tag.group in (0x0000, 0x0002) or tag.element == 0x0000:
                 # Command and file meta elements have no place in a stored data set, and group
