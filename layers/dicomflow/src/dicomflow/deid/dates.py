@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 
 from dicomflow.deid.keys import PseudonymKey
 
@@ -19,6 +20,7 @@ MIN_SHIFT_DAYS = 365
 MAX_SHIFT_DAYS = 3650
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
 _DT_PART = r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?"
+_DT_SINGLE = re.compile(_DT_PART)
 _DT_RANGE = re.compile(rf"^({_DT_PART})?-({_DT_PART})?$")
 
 
@@ -56,6 +58,7 @@ def _shift_one(value: str, days: int, *, is_dt: bool) -> str:
         return ""
 
 
+@lru_cache(maxsize=4096)
 def shift_value(value: str, days: int, vr: str) -> str:
     """Shift one DA or DT value (a single date, a range ``A-B``, ``-B`` or ``A-``).
 
@@ -78,7 +81,7 @@ def shift_value(value: str, days: int, vr: str) -> str:
     is_dt = vr == "DT"
     # A DT's UTC offset may be "-0500": only a "-" between two parts marks a range.
     if is_dt:
-        single = re.fullmatch(_DT_PART, text)
+        single = _DT_SINGLE.fullmatch(text)
         ranged = None if single else _DT_RANGE.match(text)
         parts = [text] if single or not ranged else [ranged.group(1) or "", ranged.group(2) or ""]
     else:
