@@ -6,8 +6,9 @@ length included, never decoded -- so memory does not grow with the file. The cop
 original transfer syntax, so the new header declares that same syntax and is encoded with the
 original's VR explicitness and byte order (big endian stays big endian).
 
-* Local files: ``os.copy_file_range`` (in-kernel) for the pixels, then SHA-256 of the source and
-  destination ranges in two threads (hashlib releases the GIL).
+* Local files: ``os.copy_file_range`` (in-kernel) for the pixels while two threads hash the source
+  range and, a chunk behind the copy, the written destination range (hashlib releases the GIL).
+  Pixel ranges under 4 MiB (a CT slice) are read once, hashed in memory, written, and read back.
 * Object stores (S3): part 1 = new header + the first 5 MiB of pixels (ranged GET); then
   ``copy_part`` (UploadPartCopy, server side) for the rest, in parts of >= 5 MiB; elements after the
   pixels go in the last part. Small objects: one ``put``. Pixel hashes there stream both ranges
@@ -74,8 +75,8 @@ CHUNK = 1024 * 1024
 #: Part size when pixels must stream through this process (another store): memory per part.
 STREAM_PART = 8 * 1024 * 1024
 #: Pixel ranges at least this long are copied and hashed (before and after) in three threads at
-#: once; shorter ones are read once into memory (at most this much).
-PARALLEL_HASH_BYTES = 32 * 1024 * 1024
+#: once; shorter ones (a CT slice: 0.5 MiB) are read once into memory, at most this much.
+PARALLEL_HASH_BYTES = 4 * 1024 * 1024
 #: In-kernel copy step: how far the copy runs ahead before the destination's hash may follow.
 COPY_STEP = 16 * 1024 * 1024
 #: S3's minimum part size (every part but the last); the same as ``dicomflow.storage.MIN_PART_SIZE``,
@@ -364,8 +365,8 @@ def _write_output(fd: int, out_fd: int, prepared: Prepared, verify: bool) -> tup
     """Write header, pixels and trailing elements to ``out_fd``; (pixel SHA-256 before, after).
 
     "Before" is hashed from the source, "after" from the written file read back (the page cache),
-    never from the bytes we meant to write. Small pixel ranges: one read, hashed in memory, one
-    write, then the written range read back. Large ones: the in-kernel copy, the source's hash and
+    never from the bytes we meant to write. Small pixel ranges: one read, hashed in memory, written
+    as read, then the written range read back. Large ones: the in-kernel copy, the source's hash and
     the destination's hash (a chunk behind the copy) run at once in three threads (hashlib and the
     copy release the GIL), so that the hashes cost little more than one pass over the pixels.
     """
@@ -376,7 +377,9 @@ def _write_output(fd: int, out_fd: int, prepared: Prepared, verify: bool) -> tup
         if len(pixels) != length:
             raise DeidentificationError("the source file shrank while being copied")
         before = hashlib.sha256(pixels).hexdigest() if verify and length else None
-        _write_all(out_fd, header + pixels + prepared.new_trailing)
+        _write_all(out_fd, header)
+        _write_all(out_fd, pixels)
+        _write_all(out_fd, prepared.new_trailing)
         del pixels
         after = _sha256_fd(out_fd, len(header), len(header) + length) if verify and length else None
         return before, after
