@@ -1,6 +1,11 @@
-"""Upload of a 1 GiB file to the same local moto server: `dicomflow upload` (manifest hashing, presigned
-multipart through the local upload API, SHA-256 verification of the object against the manifest,
-complete) against boto3's `upload_file` with s3transfer's defaults (8 MiB parts, 10 threads).
+"""Uploads to the same local moto server, `dicomflow upload` (manifest hashing, presigned URLs
+through the local upload API, SHA-256 verification against the manifest, complete) against boto3:
+
+- a 1 GiB file, against boto3's `upload_file` with s3transfer's defaults (8 MiB parts, 10 threads);
+- a real 4D-CT scan's shape, 1500 single-frame files of ~0.5 MB (10 phases x 150 slices, 512^2),
+  against boto3 `upload_file` of each file from a pool of 10 threads (s3transfer's concurrency).
+
+``BENCH_UPLOAD_CASES`` (default ``1gib,many``) picks which lines run.
 
 moto runs in its own process (it is the bottleneck, about 100 MB/s on 2 cores); the upload API's
 handler runs behind the local gateway in this process; both uploaders are measured as subprocesses,
@@ -15,13 +20,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import BIN, WORK, header, measure
+from common import BIN, WORK, Measurement, header, measure
 
 SIZE = 1024**3
 PART_MIB = int(os.environ.get("BENCH_UPLOAD_PART_MIB", "8"))
 WORKERS = int(os.environ.get("BENCH_UPLOAD_WORKERS", "4"))
 # The machine is shared and noisy: each side runs this many times, interleaved; the best run counts.
 REPEAT = int(os.environ.get("BENCH_UPLOAD_REPEAT", "3"))
+
+CASES = os.environ.get("BENCH_UPLOAD_CASES", "1gib,many").split(",")
+MANY_WORKERS = os.environ.get("BENCH_UPLOAD_MANY_WORKERS")  # default: the uploader's own
+
+BOTO3_UPLOAD_MANY = """
+import sys, boto3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+root = Path(sys.argv[2])
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+files = sorted(p for p in root.rglob("*.dcm"))
+with ThreadPoolExecutor(max_workers=10) as pool:
+    def one(p):
+        s3.upload_file(str(p), sys.argv[3], "peer/" + p.relative_to(root).as_posix())
+    list(pool.map(one, files))
+"""
 
 BOTO3_UPLOAD = """
 import sys, boto3
@@ -47,19 +68,80 @@ def _empty(s3: object, bucket: str) -> None:
         s3.delete_object(Bucket=bucket, Key=item["Key"])  # type: ignore[attr-defined]
 
 
-def main() -> int:
-    from dicomflow.local.moto_server import LocalAws
-    from dicomflow.local.stack import start_upload_stack
+def _many_scan(folder: Path) -> tuple[Path, int, int]:
+    """The 1500-file phantom (made once, kept under .bench), without a journal."""
+    if not (folder / "manifest.json").exists():
+        subprocess.run(
+            [BIN / "dicomflow", "phantom", folder, "--phases", "10", "--slices", "150", "--size", "512"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    for name in (".dicomflow-upload.json", ".dicomflow-upload.parts"):
+        (folder / name).unlink(missing_ok=True)
+    files = list(folder.rglob("*.dcm"))
+    return folder, len(files), sum(f.stat().st_size for f in files)
 
-    header("upload: dicomflow upload vs boto3 upload_file (1 GiB, local moto)")
-    work = WORK / "upload"
-    path = _scan(work / "scan")
-    env = {
+
+def _ours_cmd(folder: Path, api_url: str, workers: str | None, part_mib: int) -> list[object]:
+    cmd: list[object] = [BIN / "dicomflow", "upload", folder, "--api", api_url]
+    if workers:
+        cmd += ["--workers", workers]
+    return [
+        *cmd,
+        "--part-size-mib",
+        str(part_mib),
+        "--device-id",
+        "bench-01",
+        "--scan-type",
+        "4d-ct",
+        "--quiet",
+    ]
+
+
+def _interleaved(
+    ours: tuple[str, list[object], object], theirs: tuple[str, list[object], object], empty: object
+) -> tuple[list[Measurement], list[Measurement]]:
+    """Each side REPEAT times, alternating who goes first, so neither always meets a warmer or a busier
+    server; ``ours[2]``/``theirs[2]`` prepare (or check) around each run."""
+    ours_runs: list[Measurement] = []
+    theirs_runs: list[Measurement] = []
+    env = _env()
+    for i in range(REPEAT):
+        for who in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
+            name, cmd, hook = ours if who == "ours" else theirs
+            if who == "ours":
+                hook()  # type: ignore[operator]
+                ours_runs.append(measure(name, cmd, env=env))  # type: ignore[arg-type]
+            else:
+                theirs_runs.append(measure(name, cmd, env=env))  # type: ignore[arg-type]
+                hook()  # type: ignore[operator]
+            empty()  # type: ignore[operator]  # moto keeps objects in memory and /tmp: same start
+    return ours_runs, theirs_runs
+
+
+def _env() -> dict[str, str]:
+    return {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+
+
+def _runs(ours: list[Measurement], theirs: list[Measurement]) -> str:
+    return (
+        f"  runs (s): dicomflow {', '.join(f'{m.wall_s:.1f}' for m in ours)}; "
+        f"boto3 {', '.join(f'{m.wall_s:.1f}' for m in theirs)} (best of {REPEAT} counts)"
+    )
+
+
+def main() -> int:
+    from dicomflow.local.moto_server import LocalAws
+    from dicomflow.local.stack import start_upload_stack
+
+    header("upload: dicomflow upload vs boto3 (1 GiB file; 1500-file 4D-CT scan; local moto)")
+    work = WORK / "upload"
+    env = _env()
     moto = subprocess.Popen(
         [sys.executable, "-m", "dicomflow.local.moto_server"],
         stdin=subprocess.PIPE,
@@ -81,50 +163,76 @@ def main() -> int:
         )
         with start_upload_stack(local=local, part_size=PART_MIB * 1024**2) as stack:
             s3 = local.client("s3")
-            ours_cmd = [
-                BIN / "dicomflow",
-                "upload",
-                path.parent,
-                "--api",
-                stack.api_url,
-                "--workers",
-                str(WORKERS),
-                "--part-size-mib",
-                str(PART_MIB),
-                "--device-id",
-                "bench-01",
-                "--scan-type",
-                "4d-ct",
-                "--quiet",
-            ]
-            theirs_cmd = [
-                BIN / "python",
-                "-c",
-                BOTO3_UPLOAD,
-                local.endpoint_url,
-                path,
-                local.ingest_bucket,
-                "peer/v",
-            ]
-            ours_runs, theirs_runs = [], []
-            for i in range(REPEAT):
-                # Alternate who goes first, so neither always meets a warmer or a busier server.
-                for who in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
-                    if who == "ours":
-                        _scan(work / "scan")  # no journal: a fresh upload every time
-                        ours_runs.append(measure("dicomflow upload", ours_cmd, env=env))
-                    else:
-                        theirs_runs.append(measure("boto3 upload_file", theirs_cmd, env=env))
-                        assert (
-                            s3.head_object(Bucket=local.ingest_bucket, Key="peer/v")["ContentLength"] == SIZE
-                        )
-                    _empty(s3, local.ingest_bucket)  # moto keeps objects in memory and /tmp: same start
-            ours = min(ours_runs, key=lambda m: m.wall_s)
-            theirs = min(theirs_runs, key=lambda m: m.wall_s)
+
+            def empty() -> None:
+                _empty(s3, local.ingest_bucket)
+
+            if "1gib" in CASES:
+                path = _scan(work / "scan")
+                ours_runs, theirs_runs = _interleaved(
+                    (
+                        "dicomflow upload",
+                        _ours_cmd(path.parent, stack.api_url, str(WORKERS), PART_MIB),
+                        lambda: _scan(work / "scan"),  # no journal: a fresh upload every time
+                    ),
+                    (
+                        "boto3 upload_file",
+                        [
+                            BIN / "python",
+                            "-c",
+                            BOTO3_UPLOAD,
+                            local.endpoint_url,
+                            path,
+                            local.ingest_bucket,
+                            "peer/v",
+                        ],
+                        lambda: _check_size(s3, local.ingest_bucket, "peer/v", SIZE),
+                    ),
+                    empty,
+                )
+                _report_1gib(ours_runs, theirs_runs)
+            if "many" in CASES:
+                folder, count, total = _many_scan(work / "scan1500")
+                ours_runs, theirs_runs = _interleaved(
+                    (
+                        "dicomflow upload (1500 files)",
+                        _ours_cmd(folder, stack.api_url, MANY_WORKERS, PART_MIB),
+                        lambda: _many_scan(folder),
+                    ),
+                    (
+                        "boto3 upload_file x 1500",
+                        [
+                            BIN / "python",
+                            "-c",
+                            BOTO3_UPLOAD_MANY,
+                            local.endpoint_url,
+                            folder,
+                            local.ingest_bucket,
+                        ],
+                        lambda: _check_count(s3, local.ingest_bucket, count),
+                    ),
+                    empty,
+                )
+                _report_many(ours_runs, theirs_runs, count, total)
     finally:
         if moto.stdin:
             moto.stdin.close()
         moto.wait(timeout=60)
+    return 0
+
+
+def _check_size(s3: object, bucket: str, key: str, size: int) -> None:
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == size  # type: ignore[attr-defined]
+
+
+def _check_count(s3: object, bucket: str, count: int) -> None:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="peer/")  # type: ignore[attr-defined]
+    assert sum(len(page.get("Contents", [])) for page in pages) == count
+
+
+def _report_1gib(ours_runs: list[Measurement], theirs_runs: list[Measurement]) -> None:
+    ours = min(ours_runs, key=lambda m: m.wall_s)
+    theirs = min(theirs_runs, key=lambda m: m.wall_s)
     mb = SIZE / 1e6
     print(
         f"  dicomflow: {WORKERS} workers, {PART_MIB} MiB parts; one read hashes the file (manifest "
@@ -133,16 +241,32 @@ def main() -> int:
         f"peak RSS {ours.peak_rss_mb:.0f} MB"
     )
     print(f"  boto3 upload_file: s3transfer defaults; peak RSS {theirs.peak_rss_mb:.0f} MB")
-    print(
-        f"  runs (s): dicomflow {', '.join(f'{m.wall_s:.1f}' for m in ours_runs)}; "
-        f"boto3 {', '.join(f'{m.wall_s:.1f}' for m in theirs_runs)} (best of {REPEAT} counts)"
-    )
+    print(_runs(ours_runs, theirs_runs))
     print(
         f"upload 1 GiB: dicomflow {ours.wall_s:.1f} s ({ours.rate(mb):.0f} MB/s) vs boto3 upload_file "
         f"{theirs.wall_s:.1f} s ({theirs.rate(mb):.0f} MB/s): {theirs.wall_s / ours.wall_s:.2f}x",
         flush=True,
     )
-    return 0
+
+
+def _report_many(
+    ours_runs: list[Measurement], theirs_runs: list[Measurement], count: int, total: int
+) -> None:
+    ours = min(ours_runs, key=lambda m: m.wall_s)
+    theirs = min(theirs_runs, key=lambda m: m.wall_s)
+    mb = total / 1e6
+    workers = MANY_WORKERS or "default"
+    print(
+        f"  dicomflow: {workers} workers; manifest hashed, one presigned PUT per file with its SHA-256, "
+        f"every file verified against the manifest; peak RSS {ours.peak_rss_mb:.0f} MB"
+    )
+    print(f"  boto3: upload_file per file from 10 threads; peak RSS {theirs.peak_rss_mb:.0f} MB")
+    print(_runs(ours_runs, theirs_runs))
+    print(
+        f"upload {count} files ({mb:.0f} MB): dicomflow {ours.wall_s:.1f} s ({ours.rate(mb):.0f} MB/s) "
+        f"vs boto3 {theirs.wall_s:.1f} s: {theirs.wall_s / ours.wall_s:.2f}x",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
