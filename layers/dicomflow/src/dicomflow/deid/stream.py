@@ -439,25 +439,13 @@ def deidentify_file(
         try:
             header = read_header(read_range, size)
         except DicomFormatError as exc:
-            report.verdict = Verdict.REJECTED
-            report.reasons.append(f"{type(exc).__name__}: {exc}")
-            return report
+            return _refused(report, exc)
         try:
             if header.deflated:
                 return _deflated_local(header, read_range, deid, report, dst_path, held_dst)
             prepared = prepare(header, read_range, deid)
-        except DicomFormatError as exc:
-            report.verdict = Verdict.REJECTED
-            report.reasons.append(f"{type(exc).__name__}: {exc}")
-            return report
-        except DeidentificationError as exc:
-            report.verdict = Verdict.FAILED
-            report.reasons.append(f"{type(exc).__name__}: {exc}")
-            return report
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop a tree; nothing written
-            report.verdict = Verdict.FAILED
-            report.reasons.append(f"unexpected {type(exc).__name__} while de-identifying (nothing written)")
-            return report
+            return _refused(report, exc)
         _report_from(prepared, report)
         target = _target(report, dst_path, held_dst)
         if target is None:
@@ -486,6 +474,22 @@ def deidentify_file(
     finally:
         os.close(fd)
         report.seconds = round(time.perf_counter() - started, 4)
+
+
+def _refused(report: FileReport, exc: BaseException) -> FileReport:
+    """Record why a file is not written: input that is not (well-formed) DICOM is REJECTED; a file
+    that cannot be made safe, or an unexpected error, FAILED. Our messages carry no patient data;
+    an unexpected exception's message might, so only its type is kept."""
+    if isinstance(exc, DicomFormatError):
+        report.verdict = Verdict.REJECTED
+        report.reasons.append(f"{type(exc).__name__}: {exc}")
+    elif isinstance(exc, DeidentificationError):
+        report.verdict = Verdict.FAILED
+        report.reasons.append(f"{type(exc).__name__}: {exc}")
+    else:
+        report.verdict = Verdict.FAILED
+        report.reasons.append(f"unexpected {type(exc).__name__} while de-identifying (nothing written)")
+    return report
 
 
 def _target(report: FileReport, dst: Path, held_dst: str | os.PathLike[str] | None) -> Path | None:
@@ -642,9 +646,7 @@ def deidentify_object(
         try:
             header = read_header_from_store(store, src_key)
         except DicomFormatError as exc:
-            report.verdict = Verdict.REJECTED
-            report.reasons.append(f"{type(exc).__name__}: {exc}")
-            return report
+            return _refused(report, exc)
         try:
             if header.deflated:
                 data, outcome, leak, before, after = _deflated_dataset(header, read_range, deid)
@@ -655,20 +657,10 @@ def deidentify_object(
                     report.destination = key
                 return report
             prepared = prepare(header, read_range, deid)
-        except DicomFormatError as exc:
-            report.verdict = Verdict.REJECTED
-            report.reasons.append(f"{type(exc).__name__}: {exc}")
-            return report
-        except DeidentificationError as exc:
-            report.verdict = Verdict.FAILED
-            report.reasons.append(f"{type(exc).__name__}: {exc}")
-            return report
         except StorageError:
             raise  # the workflow retries transient storage errors: not a verdict on the file
         except Exception as exc:  # noqa: BLE001 - one odd object must not stop a scan; nothing written
-            report.verdict = Verdict.FAILED
-            report.reasons.append(f"unexpected {type(exc).__name__} while de-identifying (nothing written)")
-            return report
+            return _refused(report, exc)
         _report_from(prepared, report)
         key = _target_key(report, dst_key, held_key)
         if key is None:
