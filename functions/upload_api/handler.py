@@ -87,6 +87,11 @@ def part_urls(scan_id: str, index: str) -> Response:
     return _json(200, service().part_urls(scan_id, index, _body()))
 
 
+@app.post("/scans/<scan_id>/files/complete")
+def complete_files(scan_id: str) -> Response:
+    return _json(200, service().complete_files(scan_id, _body()))
+
+
 @app.post("/scans/<scan_id>/files/<index>/complete")
 def complete_file(scan_id: str, index: str) -> Response:
     return _json(200, service().complete_file(scan_id, index, _body()))

@@ -243,6 +243,79 @@ def test_bytes_that_do_not_match_the_manifest_are_caught_at_complete_and_the_fil
         stack.handler.use_service(stack.service)  # the module's stack serves again
 
 
+def test_many_small_files_complete_in_one_request_each_answered_and_a_wrong_one_caught(
+    stack: UploadStack, local_aws: Any
+) -> None:
+    # Given a scan of small files straight against moto (no checksum checked at the PUT), every URL
+    # in the plan, one file sent with other bytes of the same size and one not sent at all
+    direct = start_upload_stack(local=local_aws, part_size=5 * MiB)
+    try:
+        files = {f"phase_00/{i:04d}.dcm": os.urandom(1000 + i) for i in range(6)}
+        status, plan = call(direct, "POST", "/scans", manifest(files), token=None)
+        assert status == 201 and all(len(f["urls"]) == 1 for f in plan["files"])
+        scan_id = plan["scan_id"]
+        data = list(files.values())
+        for entry, body in zip(plan["files"][:5], data[:5], strict=True):
+            sent = body if entry["index"] != 2 else bytes(b ^ 1 for b in body)
+            assert put(entry["urls"][0]["url"], entry["urls"][0]["headers"], sent)[0] == 200
+        # When the device completes them all in one request
+        status, answer = call(
+            direct, "POST", f"/scans/{scan_id}/files/complete", {"files": [{"index": i} for i in range(6)]}
+        )
+        # Then each file is answered on its own: the good ones complete, the wrong one refused and
+        # restarted (recoverable), the missing one said to be not uploaded yet
+        assert status == 200, answer
+        by_index = {f["index"]: f for f in answer["files"]}
+        assert [by_index[i]["state"] for i in (0, 1, 3, 4)] == ["complete"] * 4
+        assert by_index[2]["error"] == "checksum_mismatch" and "SHA-256" in by_index[2]["message"]
+        assert by_index[5]["error"] == "conflict" and "not been uploaded" in by_index[5]["message"]
+        s3 = local_aws.client("s3")
+        with pytest.raises(s3.exceptions.ClientError):
+            s3.head_object(Bucket=local_aws.ingest_bucket, Key=f"scans/{scan_id}/files/phase_00/0002.dcm")
+        # And asking again is answered the same for the complete ones (idempotent); once the right
+        # bytes are sent the scan completes with the device's bytes
+        for i in (2, 5):
+            assert (
+                put(plan["files"][i]["urls"][0]["url"], plan["files"][i]["urls"][0]["headers"], data[i])[0]
+                == 200
+            )
+        status, again = call(
+            direct, "POST", f"/scans/{scan_id}/files/complete", {"files": [{"index": i} for i in range(6)]}
+        )
+        assert status == 200 and all(f["state"] == "complete" for f in again["files"]), again
+        status, done = call(direct, "POST", f"/scans/{scan_id}/complete", {}, token=None)
+        assert status == 200 and done["status"] == "UPLOADED"
+        for name, body in files.items():
+            key = f"scans/{scan_id}/files/{name}"
+            assert s3.get_object(Bucket=local_aws.ingest_bucket, Key=key)["Body"].read() == body
+    finally:
+        direct.gateway.stop()
+        stack.handler.use_service(stack.service)  # the module's stack serves again
+
+
+def test_a_batch_completion_over_the_limit_or_malformed_gets_4xx(stack: UploadStack) -> None:
+    # Given a scan
+    status, plan = call(stack, "POST", "/scans", manifest({"a.dcm": b"x" * 10}))
+    assert status == 201
+    scan_id = plan["scan_id"]
+    # When the batch is too big, malformed, lists a file twice or one the scan does not have
+    over = {"files": [{"index": i} for i in range(101)]}
+    answers = [
+        call(stack, "POST", f"/scans/{scan_id}/files/complete", body)
+        for body in (
+            over,
+            {"files": "all"},
+            {"files": [{"index": 0}, {"index": 0}]},
+            {"files": [{"index": 7}]},
+        )
+    ]
+    # Then each gets its 4xx with the reason
+    assert [s for s, _ in answers] == [413, 400, 400, 404]
+    assert "over the limit of 100" in answers[0][1]["message"]
+    assert "listed twice" in answers[2][1]["message"]
+    assert "files[7]" in answers[3][1]["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "reason"),
     [

@@ -49,6 +49,8 @@ DEFAULT_PART_SIZE = 8 * MiB  # what S3 tools default to; small parts also make m
 TOKEN_HEADER = "X-Dicomflow-Token"
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _HASH_CHUNK = 8 * MiB
+#: Single-PUT files completed per request (the API verifies them in parallel; it allows 100).
+_COMPLETE_BATCH = 50
 
 
 class UploadInterrupted(UploadError):
@@ -451,6 +453,8 @@ class Uploader:
         self.retry = retry or RetryPolicy()
         self.show_progress = progress
         self.timeout = timeout
+        self.complete_batch = _COMPLETE_BATCH
+        self._batch_complete = True
         self._conns = _Connections(timeout)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -682,9 +686,10 @@ class Uploader:
     def _run(
         self, journal: Journal, files: list[_FileState], result: UploadResult, progress: Progress
     ) -> None:
-        tasks: queue.Queue[tuple[_FileState, int] | None] = queue.Queue()
+        tasks: queue.Queue[tuple[_FileState | None, int] | None] = queue.Queue()
         self._tasks = tasks
         self._outstanding = 0
+        self._to_complete: list[_FileState] = []
         self._errors: list[BaseException] = []
         self._all_done = threading.Event()
         self._stop.clear()
@@ -733,6 +738,11 @@ class Uploader:
 
     def _task_done(self) -> None:
         with self._lock:
+            if self._outstanding == 1 and self._to_complete and not self._stop.is_set():
+                # The last task: the files still waiting for a batch completion get it now (this
+                # task's count passes to the completion's).
+                self._tasks.put((None, 0))
+                return
             self._outstanding -= 1
             if self._outstanding == 0:
                 self._all_done.set()
@@ -746,6 +756,11 @@ class Uploader:
             try:
                 if self._stop.is_set():
                     raise _Stop
+                if f is None:
+                    with self._lock:
+                        batch, self._to_complete = self._to_complete, []
+                    self._complete_files(batch, progress)
+                    continue
                 if part:
                     self._upload_part(f, part, result, progress)
                     with self._lock:
@@ -753,7 +768,16 @@ class Uploader:
                         last = not f.pending
                 else:
                     last = True
-                if last:
+                if last and f.method == "single" and self._batch_complete:
+                    # Many small files: completed (and verified) by the API in batches, not one by one.
+                    with self._lock:
+                        self._to_complete.append(f)
+                        batch = []
+                        if len(self._to_complete) >= self.complete_batch:
+                            batch, self._to_complete = self._to_complete, []
+                    if batch:
+                        self._complete_files(batch, progress)
+                elif last:
                     self._complete_file(f, progress)
             except _Stop:
                 pass
@@ -854,19 +878,62 @@ class Uploader:
         try:
             self.api.call("POST", f"/scans/{scan_id}/files/{f.index}/complete", body)
         except ApiError as exc:
-            if exc.code == "conflict" and f.method == "single" and f.restarts == 0:
-                f.restarts += 1  # the journal said it landed, the storage disagrees: send it again
-                with self._lock:
-                    f.pending = {1}
-                self._enqueue(f, 1)
+            self._refused(f, exc, progress)
+            return
+        self._completed([f])
+
+    def _complete_files(self, batch: Sequence[_FileState], progress: Progress) -> None:
+        """Complete single-PUT files in one request (``POST /scans/{id}/files/complete``); an API
+        without that route gets them one by one."""
+        if not batch:
+            return
+        scan_id = self._journal.state["scan_id"]
+        try:
+            answer = self.api.call(
+                "POST", f"/scans/{scan_id}/files/complete", {"files": [{"index": f.index} for f in batch]}
+            )
+        except ApiError as exc:
+            if exc.status in (404, 405) and exc.code != "not_found":
+                self._batch_complete = False  # an API from before the route: one request per file
+                for f in batch:
+                    self._complete_file(f, progress)
                 return
-            if exc.code != "checksum_mismatch":
-                raise UploadError(f"files[{f.index}] could not be completed: {exc}") from None
-            self._restart_file(f, progress, str(exc))
+            raise UploadError(f"{len(batch)} file(s) could not be completed: {exc}") from None
+        by_index = {f.index: f for f in batch}
+        done = []
+        for entry in answer.get("files", []):
+            f = by_index.pop(int(entry["index"]))
+            if "error" not in entry:
+                done.append(f)
+            elif entry["error"] == "unavailable":
+                self._complete_file(f, progress)  # retried with backoff on its own
+            else:
+                self._refused(f, ApiError(409, str(entry["error"]), str(entry.get("message", ""))), progress)
+        if by_index:
+            raise UploadError(
+                f"the upload API did not answer for {len(by_index)} file(s) it was asked to complete; "
+                "run the same command again to resume"
+            )
+        self._completed(done)
+
+    def _refused(self, f: _FileState, exc: ApiError, progress: Progress) -> None:
+        """A completion the API refused: send the file again when that can help, else stop."""
+        if exc.code == "conflict" and f.method == "single" and f.restarts == 0:
+            f.restarts += 1  # the journal said it landed, the storage disagrees: send it again
+            with self._lock:
+                f.pending = {1}
+            self._enqueue(f, 1)
+            return
+        if exc.code != "checksum_mismatch":
+            raise UploadError(f"files[{f.index}] could not be completed: {exc}") from None
+        self._restart_file(f, progress, str(exc))
+
+    def _completed(self, done: Sequence[_FileState]) -> None:
+        if not done:
             return
         with self._lock:
             complete = set(self._journal.state.get("complete", []))
-            complete.add(f.index)
+            complete.update(f.index for f in done)
             self._journal.state["complete"] = sorted(complete)
         self._journal.save()
 

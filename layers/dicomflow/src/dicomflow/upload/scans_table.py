@@ -133,6 +133,30 @@ class ScansTable:
             attrs,
         )
 
+    def get_files(self, scan_id: str, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The file items at ``indices`` (consistent reads, 100 keys a request), by index; an index
+        with no item is left out."""
+        wanted = sorted(set(indices))
+        client = self.table.meta.client
+        out: dict[int, dict[str, Any]] = {}
+        try:
+            for start in range(0, len(wanted), _BATCH_GET):
+                keys: list[dict[str, Any]] = [
+                    {PARTITION_KEY: scan_id, SORT_KEY: file_item(i)}
+                    for i in wanted[start : start + _BATCH_GET]
+                ]
+                while keys:
+                    response = client.batch_get_item(
+                        RequestItems={self.table.name: {"Keys": keys, "ConsistentRead": True}}
+                    )
+                    for item in response.get("Responses", {}).get(self.table.name, []):
+                        plain = _plain(item)
+                        out[int(plain["index"])] = plain
+                    keys = response.get("UnprocessedKeys", {}).get(self.table.name, {}).get("Keys", [])
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "get files")
+        return out
+
     def transition(
         self, scan_id: str, current: ScanStatus, new: ScanStatus, values: Mapping[str, Any] | None = None
     ) -> bool:
@@ -205,6 +229,9 @@ class ScansTable:
                 return False
             _raise(exc, "update item")
         return True
+
+
+_BATCH_GET = 100  # BatchGetItem's limit
 
 
 def _now() -> str:

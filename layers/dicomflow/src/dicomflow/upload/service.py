@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicomflow.errors import InvalidInputError, ManifestError, ObjectNotFoundError
+from dicomflow.errors import InvalidInputError, ManifestError, ObjectNotFoundError, TransientStorageError
 from dicomflow.manifest import ManifestLimits, ScanManifest, check_identifier
 from dicomflow.status import ScanStatus
 from dicomflow.storage.base import ObjectStore
@@ -93,8 +93,10 @@ class UploadConfig:
     url_expiry_s: int = 900
     part_size: int = DEFAULT_PART_SIZE
     limits: ManifestLimits = field(default_factory=ManifestLimits)
-    max_plan_urls: int = 1000  # URLs in one POST /scans answer; the rest via .../parts
+    max_plan_urls: int = 10_000  # URLs in one POST /scans answer; the rest via .../parts
+    max_plan_bytes: int = 5 * 1024 * 1024  # the answer's size, under Lambda's 6 MB response limit
     max_urls_per_request: int = 100
+    max_files_per_complete: int = 100  # files in one POST /scans/{id}/files/complete
     max_body_bytes: int = 6 * 1024 * 1024  # Lambda's synchronous payload limit
     verify: str = "parts"  # or "sha256": see the module docstring
     verify_workers: int = 8
@@ -207,7 +209,11 @@ class UploadService:
         }
         self.table.create_scan({"scan_id": scan_id, **scan}, files)
 
+        # URLs for as many parts as fit the answer: Lambda's 6 MB response limit bounds it (in bytes,
+        # since a URL's length depends on the key and, in AWS, the role's session token), and so does
+        # the count; what does not fit is asked for later (.../parts).
         budget = self.config.max_plan_urls
+        room = self.config.max_plan_bytes - len(json.dumps([_file_view(r) for r in files]))
         planned = []
         for record in files:
             urls: list[dict[str, Any]] = []
@@ -219,7 +225,12 @@ class UploadService:
                     known = []  # hashed with another part size: the device asks for URLs later
                 wanted = list(enumerate(known, start=1))
             for number, sha in wanted[:budget]:
-                urls.append(self._presign(record, number, sha))
+                url = self._presign(record, number, sha)
+                room -= len(json.dumps(url)) + 2
+                if room < 0:
+                    budget = 0
+                    break
+                urls.append(url)
             budget -= len(urls)
             planned.append(_file_view(record) | {"urls": urls})
         return {
@@ -325,9 +336,101 @@ class UploadService:
                 )
         return self._complete_file(scan_id, record, hashes)
 
+    # -- POST /scans/{id}/files/complete ------------------------------------------------------------
+
+    def complete_files(self, scan_id: str, body: bytes | str) -> dict[str, Any]:
+        """Complete and verify many files in one request (a scan of many small files would otherwise
+        cost a request, two reads and a write per file). Each file is answered on its own: its view
+        once complete, else ``{"index", "error", "message"}`` with the code and reason
+        :meth:`complete_file` would have given (a ``checksum_mismatch`` file was discarded and its
+        upload restarted: send it again). Idempotent, as :meth:`complete_file` is.
+
+        Body: ``{"files": [{"index": 0}, {"index": 3, "part_sha256": ["<hex>", ...]}, ...]}`` (at most
+        ``max_files_per_complete``; ``part_sha256`` as for :meth:`complete_file`, for multipart files).
+        """
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInputError("the request body is not valid JSON") from None
+        entries = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise InvalidInputError('the body must be {"files": [{"index": n}, ...]}')
+        limit = self.config.max_files_per_complete
+        if len(entries) > limit:
+            raise PayloadTooLargeError(
+                f"{len(entries)} files to complete, over the limit of {limit} a request"
+            )
+        wanted: dict[int, list[str] | None] = {}
+        for i, entry in enumerate(entries):
+            index = entry.get("index") if isinstance(entry, dict) else None
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 100_000:
+                raise InvalidInputError(f"files[{i}] must be an object whose index is a file's position")
+            if index in wanted:
+                raise InvalidInputError(f"files[{i}]: index {index} is listed twice")
+            hashes = entry.get("part_sha256")
+            if hashes is not None and (
+                not isinstance(hashes, list)
+                or not all(isinstance(h, str) and _HEX64.match(h) for h in hashes)
+            ):
+                raise InvalidInputError(f"files[{i}].part_sha256 must be a list of SHA-256 (hex)")
+            wanted[index] = hashes
+        scan = self._scan(scan_id)
+        records = self.table.get_files(scan_id, wanted)
+        missing = sorted(set(wanted) - set(records))
+        if missing:
+            raise ScanNotFoundError(f"scan {scan_id} has no files[{missing[0]}]")
+        if any(r["state"] != "complete" for r in records.values()):
+            self._require_uploading(scan)
+        results = self._complete_many(scan_id, [records[i] for i in wanted], wanted)
+        return {
+            "scan_id": scan_id,
+            "files": [_result_view(i, r) for i, r in zip(wanted, results, strict=True)],
+        }
+
+    def _complete_many(
+        self,
+        scan_id: str,
+        records: Sequence[dict[str, Any]],
+        part_hashes: Mapping[int, list[str] | None] | None = None,
+    ) -> list[dict[str, Any] | Exception]:
+        """Complete and verify the files in parallel; returns, in order, each file's view or the
+        exception that refused it. (Each file keeps its own conditional write: a DynamoDB transaction
+        of 100 would save round trips in AWS, but moto copies the whole table for every one.)"""
+        hashes = part_hashes or {}
+
+        def one(record: dict[str, Any]) -> dict[str, Any] | Exception:
+            if record["state"] == "complete":
+                return _file_view(record)
+            given = hashes.get(record["index"])
+            if (
+                record["method"] == "multipart"
+                and self.config.verify == "parts"
+                and (given is None or len(given) != record["part_count"])
+            ):
+                return InvalidInputError(
+                    f"files[{record['index']}] needs part_sha256: the SHA-256 (hex) of each of its "
+                    f"{record['part_count']} parts, in order"
+                )
+            return _capture(lambda: self._complete_file(scan_id, record, given))
+
+        workers = max(1, min(self.config.verify_workers, len(records)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, records))
+
     def _complete_file(
         self, scan_id: str, record: dict[str, Any], part_hashes: list[str] | None = None
     ) -> dict[str, Any]:
+        self._verify_file(scan_id, record, part_hashes)
+        done = {"state": "complete", "completed_at": _iso(self.clock())}
+        self.table.update_file(scan_id, record["index"], expect_upload_id=record["upload_id"], values=done)
+        return _file_view(record | done)
+
+    def _verify_file(
+        self, scan_id: str, record: dict[str, Any], part_hashes: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Complete the storage side of the file and check its bytes (see the module docstring);
+        a mismatch discards the object, restarts the file's upload and raises
+        :class:`ChecksumMismatchError`."""
         where = f"files[{record['index']}]"
         key = record["key"]
         if record["method"] == "multipart":
@@ -340,21 +443,27 @@ class UploadService:
                 # NoSuchUpload: a concurrent call completed it first; the object is checked below.
                 with contextlib.suppress(ObjectNotFoundError):
                     self.uploads.complete(key, record["upload_id"], listed)
+        missing = UploadConflictError(
+            f"{where} has not been uploaded yet: PUT it to its presigned URL, then complete it"
+        )
+        stored = digest = None
+        size = -1
         try:
-            size = self.store.size(key)
+            if record["method"] == "multipart" and part_hashes is not None:
+                size = self.store.size(key)
+                stored = self.uploads.object_checksum(key) if size == record["size"] else None
+            if stored is None and size in (-1, record["size"]):
+                # One GET gives both the size and the SHA-256 (no HEAD first: a round trip per file
+                # counts when a scan is 1500 small files).
+                digest, size = _sha256_and_size(self.store, key)
         except ObjectNotFoundError:
-            raise UploadConflictError(
-                f"{where} has not been uploaded yet: PUT it to its presigned URL, then complete it"
-            ) from None
+            raise missing from None
         if size != record["size"]:
             self._restart_file(scan_id, record)
             raise ChecksumMismatchError(
                 f"{where}: the uploaded object has {size} bytes, the manifest says {record['size']}; "
                 "it was discarded: upload the file again"
             )
-        stored = None
-        if record["method"] == "multipart" and part_hashes is not None:
-            stored = self.uploads.object_checksum(key)
         if stored is not None and part_hashes is not None:
             if not _same_checksum(stored, composite_sha256(part_hashes)):
                 self._restart_file(scan_id, record)
@@ -362,16 +471,14 @@ class UploadService:
                     f"{where}: the stored parts do not hash to the part SHA-256s the device computed; "
                     "the object was discarded and the file's upload restarted: upload the file again"
                 )
-        elif _sha256_of(self.store, key) != record["sha256"]:
+        elif digest != record["sha256"]:
             self._restart_file(scan_id, record)
             raise ChecksumMismatchError(
                 f"{where}: the uploaded bytes do not match the manifest's SHA-256; the object was "
                 "discarded and the file's upload restarted: upload the file again (if the file "
                 "changed on the device after the manifest was built, start a new scan)"
             )
-        done = {"state": "complete", "completed_at": _iso(self.clock())}
-        self.table.update_file(scan_id, record["index"], expect_upload_id=record["upload_id"], values=done)
-        return _file_view(record | done)
+        return record
 
     def _check_parts(self, record: dict[str, Any], listed: Sequence[UploadedPart]) -> None:
         where = f"files[{record['index']}]"
@@ -466,8 +573,7 @@ class UploadService:
                 "then complete the scan"
             )
         # Single-PUT files are completed here, in parallel, so a device need not call each one.
-        with ThreadPoolExecutor(max_workers=self.config.verify_workers) as pool:
-            results = list(pool.map(lambda f: _capture(lambda: self._complete_file(scan_id, f)), pending))
+        results = self._complete_many(scan_id, pending)
         failures = [r for r in results if isinstance(r, Exception)]
         for record, result in zip(pending, results, strict=True):
             if not isinstance(result, Exception):
@@ -661,13 +767,32 @@ def _file_view(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in ("index", "name", "size", "part_size", "part_count", "method", "state")}
 
 
-def _sha256_of(store: ObjectStore, key: str) -> str:
+def _result_view(index: int, result: dict[str, Any] | Exception) -> dict[str, Any]:
+    """A file's answer in a batch: its view, or the error code and message its own request would get."""
+    if not isinstance(result, Exception):
+        return result
+    if isinstance(result, InvalidInputError):
+        code = str(getattr(result, "code", "invalid_request"))
+        return {"index": index, "error": code, "message": str(result)}
+    if isinstance(result, TransientStorageError):
+        return {"index": index, "error": "unavailable", "message": "storage is busy; retry with backoff"}
+    # As the handler answers an unexpected error: the class only, no internals.
+    return {
+        "index": index,
+        "error": "internal",
+        "message": f"the upload API failed ({type(result).__name__})",
+    }
+
+
+def _sha256_and_size(store: ObjectStore, key: str) -> tuple[str, int]:
     import hashlib
 
     digest = hashlib.sha256()
+    size = 0
     for chunk in store.iter_chunks(key, chunk_size=8 * 1024 * 1024):
         digest.update(chunk)
-    return digest.hexdigest()
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def composite_sha256(part_hashes: Sequence[str]) -> str:
