@@ -33,7 +33,12 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("DICOMFLOW_API_URL"),
         help="the upload API's URL (default: $DICOMFLOW_API_URL)",
     )
-    parser.add_argument("--workers", type=int, default=4, help="parts in flight at once (default 4)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parts in flight at once (default 4, or 10 when most files are small enough for one PUT)",
+    )
     parser.add_argument(
         "--part-size-mib",
         type=int,

@@ -45,6 +45,10 @@ from dicomflow.upload.parts import MiB, choose_part_size, is_single_put, part_co
 from dicomflow.upload.progress import Progress
 
 DEFAULT_WORKERS = 4
+#: Workers by default when most of the scan's files are single PUTs (a 4D-CT scan's 1500 slices):
+#: a small file's time is round trips, not bytes, so more of them overlap (s3transfer's concurrency;
+#: 1500 x 0.5 MB on the local stack: 4 workers 48 s, 8 33 s, 10-16 about 31 s).
+DEFAULT_WORKERS_SMALL_FILES = 10
 DEFAULT_PART_SIZE = 8 * MiB  # what S3 tools default to; small parts also make moto complete faster
 TOKEN_HEADER = "X-Dicomflow-Token"
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -412,7 +416,7 @@ class Uploader:
         The API's base URL (``https://<id>.execute-api.<region>.amazonaws.com/<stage>`` or the local
         gateway's).
     workers
-        Parts in flight at once.
+        Parts in flight at once (default: 4, or 10 when most files are small enough for one PUT).
     part_size
         The part size the device proposes (the API may choose another; then parts are re-hashed).
     token, credentials
@@ -431,7 +435,7 @@ class Uploader:
         self,
         api_url: str,
         *,
-        workers: int = DEFAULT_WORKERS,
+        workers: int | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         token: str | None = None,
         credentials: AwsCredentials | None = None,
@@ -439,7 +443,7 @@ class Uploader:
         progress: bool = True,
         timeout: float = 120.0,
     ) -> None:
-        if workers < 1:
+        if workers is not None and workers < 1:
             raise UploadError("--workers must be at least 1")
         self.api = ApiClient(
             api_url,
@@ -448,7 +452,8 @@ class Uploader:
             retry=retry,
             timeout=timeout,
         )
-        self.workers = workers
+        self.workers = workers or DEFAULT_WORKERS
+        self._workers_given = workers is not None
         self.part_size = part_size
         self.retry = retry or RetryPolicy()
         self.show_progress = progress
@@ -499,6 +504,9 @@ class Uploader:
         local = scan_folder(root, names)
         if not local:
             raise UploadError(f"{root} holds no files to upload")
+        if not self._workers_given:
+            small = sum(is_single_put(f.size, choose_part_size(f.size, self.part_size)) for f in local)
+            self.workers = DEFAULT_WORKERS_SMALL_FILES if small * 2 > len(local) else DEFAULT_WORKERS
         resumed = self._prepare(journal, root, local, device_id, scan_type, device_settings)
         files = self._file_states(journal, local)
         result = UploadResult(
