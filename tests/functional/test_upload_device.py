@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pydicom.data
@@ -344,3 +345,43 @@ def test_a_device_manifest_in_the_folder_names_the_scan_and_its_files(tmp_path: 
         result = run([sys.executable, "-m", "dicomflow", "upload", str(folder), "--api", stack.api_url])
     assert result.returncode == 1
     assert "file 0 of the manifest (sorted by name) is not in" in result.stderr
+
+
+def test_many_small_files_are_completed_in_batches_and_an_api_without_the_batch_route_still_works(
+    tmp_path: Path, local_aws: Any
+) -> None:
+    from dicomflow.local.gateway import LocalGateway
+
+    # Given a scan of 120 small files (more than one batch of completions)
+    folder = tmp_path / "scan"
+    files = {
+        f"phase_{i // 60:02d}/{i:04d}.dcm": random_file(folder / f"phase_{i // 60:02d}/{i:04d}.dcm", 2000 + i)
+        for i in range(120)
+    }
+    with start_upload_stack(local=local_aws, part_size=5 * MiB) as stack:
+        # When the device uploads it
+        before = stack.gateway.requests
+        result = run(upload_cmd(folder, stack, "--quiet"))
+        # Then every object is the device's bytes, and completing took a few requests, not 120
+        assert result.returncode == 0, result.stderr
+        scan_id = journal_state(folder)["scan_id"]
+        assert all(stored(stack, scan_id, name) == data for name, data in files.items())
+        assert stack.gateway.requests - before <= 8  # create, a few batch completions, complete
+
+        # When an API from before the batch route (it answers that route 404) serves the next upload
+        def older(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            if event["path"].endswith("/files/complete"):
+                return {"statusCode": 404, "body": json.dumps({"message": "Not found"})}
+            return dict(stack.handler.lambda_handler(event, context))
+
+        for name in (STATE_NAME, PARTS_NAME):
+            (folder / name).unlink(missing_ok=True)
+        with LocalGateway(older) as gateway:
+            result = run(
+                upload_cmd(folder, SimpleNamespace(api_url=gateway.url), "--quiet")  # type: ignore[arg-type]
+            )
+            # Then the device completes the files one by one and the scan is uploaded all the same
+            assert result.returncode == 0, result.stderr
+            assert gateway.requests >= 120
+        scan_id = journal_state(folder)["scan_id"]
+        assert all(stored(stack, scan_id, name) == data for name, data in files.items())

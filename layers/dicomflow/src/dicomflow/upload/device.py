@@ -901,8 +901,10 @@ class Uploader:
                 "POST", f"/scans/{scan_id}/files/complete", {"files": [{"index": f.index} for f in batch]}
             )
         except ApiError as exc:
-            if exc.status in (404, 405) and exc.code != "not_found":
-                self._batch_complete = False  # an API from before the route: one request per file
+            # An API from before the route (API Gateway answers an unknown route 403 "Missing
+            # Authentication Token"): one request per file, which fails on its own if auth was the cause.
+            if exc.status in (403, 404, 405) and exc.code != "not_found":
+                self._batch_complete = False
                 for f in batch:
                     self._complete_file(f, progress)
                 return
