@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import base64
 import hmac
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from dicomflow.local.http import BackgroundHttpServer
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 TOKEN_HEADER = "X-Dicomflow-Token"
@@ -109,7 +110,7 @@ def proxy_event(
     }
 
 
-class LocalGateway:
+class LocalGateway(BackgroundHttpServer):
     """Serve ``handler`` on 127.0.0.1.
 
     Examples
@@ -134,29 +135,7 @@ class LocalGateway:
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.requests = 0
-        self._server = ThreadingHTTPServer((host, port), self._request_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> LocalGateway:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> LocalGateway:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._request_class(), host=host, port=port, name="local-gateway")
 
     def _request_class(self) -> type[BaseHTTPRequestHandler]:
         gateway = self

@@ -20,9 +20,11 @@ import http.client
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from dicomflow.local.http import BackgroundHttpServer
 
 _HOP_BY_HOP = {
     "connection",
@@ -43,7 +45,7 @@ def _s3_error(code: str, message: str) -> bytes:
     ).encode()
 
 
-class S3Proxy:
+class S3Proxy(BackgroundHttpServer):
     """Serve on 127.0.0.1 (a free port) and forward to ``upstream`` (the moto server's URL)."""
 
     def __init__(
@@ -59,29 +61,7 @@ class S3Proxy:
         self.expired = 0
         self.bad_digests = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> S3Proxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-proxy", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> S3Proxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._handler_class(), name="s3-proxy")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
