@@ -28,6 +28,7 @@ Deterministic: two runs with the same seed write byte-identical files.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -204,6 +205,10 @@ def _map(workers: int, func: Any, argument_tuples: list[tuple[Any, ...]]) -> lis
     """``func(*args)`` for each tuple, in order; in a process pool when more than one worker."""
     if workers == 1:
         return [func(*args) for args in argument_tuples]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: a caller with threads running (a test's embedded moto server, a service)
+    # would hand a forked child locks held by those threads, and the child can deadlock on them.
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
+    ) as pool:
         futures = [pool.submit(func, *args) for args in argument_tuples]
         return [f.result() for f in futures]
