@@ -252,10 +252,7 @@ class UploadService:
         record = self._file(scan_id, index)
         if record["state"] == "complete":
             raise UploadConflictError(f"files[{record['index']}] is already complete; nothing to upload")
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInputError("the request body is not valid JSON") from None
+        data = _json_body(body)
         parts = data.get("parts") if isinstance(data, dict) else None
         if not isinstance(parts, list) or not parts:
             raise InvalidInputError('the body must be {"parts": [{"part_number": n, "sha256": hex}, ...]}')
@@ -320,10 +317,7 @@ class UploadService:
         self._require_uploading(scan)
         hashes = None
         if record["method"] == "multipart" and self.config.verify == "parts":
-            try:
-                data = json.loads(body or b"{}")
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidInputError("the request body is not valid JSON") from None
+            data = _json_body(body)
             hashes = data.get("part_sha256") if isinstance(data, dict) else None
             if (
                 not isinstance(hashes, list)
@@ -348,10 +342,7 @@ class UploadService:
         Body: ``{"files": [{"index": 0}, {"index": 3, "part_sha256": ["<hex>", ...]}, ...]}`` (at most
         ``max_files_per_complete``; ``part_sha256`` as for :meth:`complete_file`, for multipart files).
         """
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInputError("the request body is not valid JSON") from None
+        data = _json_body(body)
         entries = data.get("files") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not entries:
             raise InvalidInputError('the body must be {"files": [{"index": n}, ...]}')
@@ -889,3 +880,11 @@ __all__ = [
     "UploadService",
     "build_service",
 ]
+
+
+def _json_body(body: bytes | str | None) -> Any:
+    """The request body parsed as JSON (an empty body is ``{}``); 400 with the reason otherwise."""
+    try:
+        return json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError("the request body is not valid JSON") from None
