@@ -15,19 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dicomflow.local.moto_server import start_local_aws
 from dicomflow.local.stack import UploadStack, start_upload_stack
 from dicomflow.upload.parts import MiB
 from dicomflow.upload.service import ABORT_REASON
 
 TOKEN = "functional-test-token"
-
-
-@pytest.fixture(scope="module")
-def local_aws() -> Any:
-    local = start_local_aws()
-    yield local
-    local.stop()
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +34,7 @@ def stack(local_aws: Any) -> Any:
         max_file_size=64 * MiB,
         max_total_size=128 * MiB,
     ) as running:
-        running.local = _Untouched(local_aws)  # the module fixture stops moto, not the stack
         yield running
-
-
-class _Untouched:
-    def __init__(self, local: Any) -> None:
-        self._local = local
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._local, name)
-
-    def stop(self) -> None:
-        pass
 
 
 def call(
@@ -487,7 +467,7 @@ def test_delete_aborts_every_multipart_upload_and_marks_the_scan_failed(stack: U
 
 def test_presigned_urls_expire_at_the_s3_proxy(stack: UploadStack, local_aws: Any) -> None:
     # Given URLs issued with a 1 s lifetime
-    with start_upload_stack(local=_Untouched(local_aws), with_proxy=True, presigned_url_expiry_s=1) as short:
+    with start_upload_stack(local=local_aws, with_proxy=True, presigned_url_expiry_s=1) as short:
         data = b"x" * 100
         status, plan = call(short, "POST", "/scans", manifest({"a.dcm": data}), token=None)
         url = plan["files"][0]["urls"][0]

@@ -19,30 +19,9 @@ from typing import Any
 import pydicom.data
 import pytest
 
-from dicomflow.local.moto_server import start_local_aws
 from dicomflow.local.stack import UploadStack, start_upload_stack
 from dicomflow.upload.journal import PARTS_NAME, STATE_NAME
 from dicomflow.upload.parts import MiB
-
-
-class _Shared:
-    """The module's moto server, which a stack must not stop."""
-
-    def __init__(self, local: Any) -> None:
-        self._local = local
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._local, name)
-
-    def stop(self) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def local_aws() -> Any:
-    local = start_local_aws()
-    yield _Shared(local)
-    local.stop()
 
 
 def upload_cmd(folder: Path, stack: UploadStack, *extra: str) -> list[str]:
