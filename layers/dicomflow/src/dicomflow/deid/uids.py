@@ -7,9 +7,8 @@ every file and every run, so references across a scan stay consistent.
 
 from __future__ import annotations
 
-from pydicom.uid import UID_dictionary
-
 from dicomflow.deid.keys import PseudonymKey
+from dicomflow.dicom.dictionary import is_registry_uid
 
 _PREFIX = b"uid:"
 
@@ -33,4 +32,4 @@ def remap_uid(key: PseudonymKey, uid: str) -> str:
 
 def is_well_known(uid: str) -> bool:
     """A UID of the DICOM registry (SOP classes, transfer syntaxes, coding schemes): not PHI."""
-    return uid.strip("\0 ") in UID_dictionary
+    return is_registry_uid(uid)
