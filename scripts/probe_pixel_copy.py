@@ -112,17 +112,17 @@ def main() -> int:
     dst.unlink(missing_ok=True)
 
     cp_best, cp_median = min(walls["cp"]), statistics.median(walls["cp"])
-    print(f"\n{'':<24}{'best s':>8}{'median s':>10}{'x cp best':>11}{'x cp median':>13}{'peak RSS MB':>13}")
+    print(f"\n{'':<32}{'best s':>8}{'median s':>10}{'x cp best':>11}{'x cp median':>13}{'peak RSS MB':>13}")
     for name in names:
         best, median = min(walls[name]), statistics.median(walls[name])
         print(
-            f"{name + ' (process)':<24}{best:8.3f}{median:10.3f}{best / cp_best:11.2f}"
+            f"{name + ' (process)':<32}{best:8.3f}{median:10.3f}{best / cp_best:11.2f}"
             f"{median / cp_median:13.2f}{max(rss[name]):13.1f}"
         )
     for name in names[1:]:
         best, median = min(inner[name]), statistics.median(inner[name])
         print(
-            f"{name + ' (call)':<24}{best:8.3f}{median:10.3f}{best / cp_best:11.2f}{median / cp_median:13.2f}"
+            f"{name + ' (call)':<32}{best:8.3f}{median:10.3f}{best / cp_best:11.2f}{median / cp_median:13.2f}"
             f"{max(rss[name]) - max(base_rss[name]):+13.1f}"
         )
     print("(call: the copy_pixels call alone; its RSS column is the growth over the imports)")
