@@ -1,5 +1,6 @@
-"""The local copy of the pixels and their before/after hashes: the in-memory path for small pixel
-ranges and the three-thread path (copy, source hash, destination hash a chunk behind) for large ones."""
+"""The local copy of the pixels and their before/after BLAKE3 hashes, through ``deidentify_file``:
+the in-memory path for small pixel ranges and the three-thread path (copy, source hash, destination
+hash a window behind) for large ones (:mod:`dicomflow.deid.pixels` has the copy's own tests)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import hashlib
 import os
 from pathlib import Path
 
+import blake3
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file, stream
+from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file, pixels
+from dicomflow.errors import DeidentificationError
 
 KEY = LocalKey(b"test-key-0123456789abcdef")
 
@@ -29,20 +32,20 @@ def test_pixels_are_copied_and_hashed_from_source_and_output(
     # destination's hash really follows the copy chunk by chunk
     src = Path(str(get_testdata_file(name)))
     if threaded:
-        monkeypatch.setattr(stream, "PARALLEL_HASH_BYTES", 1)
-        monkeypatch.setattr(stream, "COPY_STEP", 4096)
-        monkeypatch.setattr(stream, "CHUNK", 1000)
+        monkeypatch.setattr(pixels, "SMALL_RANGE", 1)
+        monkeypatch.setattr(pixels, "WINDOW", 4096)
     # When it is de-identified
     report = deidentify_file(src, tmp_path / "out.dcm", Deidentifier(KEY), held_dst=tmp_path / "held.dcm")
     # Then both hashes are of the pixel element's bytes, identical, and the output's pixels are the source's
     assert report.verdict in (Verdict.PASSED, Verdict.HELD), report.reasons
     written = Path(str(report.destination))
     assert report.pixels_identical is True
-    assert report.pixel_sha256_before == report.pixel_sha256_after
+    assert report.pixel_hash_algorithm == "blake3"
+    assert report.pixel_hash_before == report.pixel_hash_after
     data = src.read_bytes()
     out = written.read_bytes()
     start = report.header_bytes_written
-    assert hashlib.sha256(out[start : start + report.pixel_bytes]).hexdigest() == report.pixel_sha256_after
+    assert blake3.blake3(out[start : start + report.pixel_bytes]).hexdigest() == report.pixel_hash_after
     assert out[start : start + report.pixel_bytes] in data
     assert _pixel_value_hash(written) == _pixel_value_hash(src)
     assert not list(tmp_path.glob("*.partial"))
@@ -52,8 +55,8 @@ def test_a_copy_that_fails_midway_stops_the_destination_hash_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the threaded path, and a copy that breaks after its first step
-    monkeypatch.setattr(stream, "PARALLEL_HASH_BYTES", 1)
-    monkeypatch.setattr(stream, "COPY_STEP", 4096)
+    monkeypatch.setattr(pixels, "SMALL_RANGE", 1)
+    monkeypatch.setattr(pixels, "WINDOW", 4096)
     calls = {"n": 0}
     real = os.copy_file_range
 
@@ -63,10 +66,10 @@ def test_a_copy_that_fails_midway_stops_the_destination_hash_and_leaves_nothing(
             return 0  # the source "shrank"
         return real(src, dst, count, offset_src, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(stream.os, "copy_file_range", flaky)
+    monkeypatch.setattr(pixels.os, "copy_file_range", flaky)
     out = tmp_path / "out.dcm"
     # When it is de-identified, the error comes out (no hang waiting for bytes never written)
-    with pytest.raises(stream.DeidentificationError):
+    with pytest.raises(DeidentificationError):
         deidentify_file(get_testdata_file("CT_small.dcm"), out, Deidentifier(KEY))
     # Then nothing is left at the destination, not even the partial file
     assert not out.exists()

@@ -16,7 +16,7 @@ from pydicom.uid import CTImageStorage
 
 from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file
 from dicomflow.deid.dates import shift_value
-from dicomflow.deid.stream import encode_header
+from dicomflow.deid.pydicom_engine import encode_header
 from dicomflow.deid.uids import remap_uid
 
 #: Distinctive planted words: 6-14 letters (short values are out of the leak check's scope).

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dicomflow.deid.actions import Deidentifier
+    from dicomflow.deid.policy import Deidentifier
     from dicomflow.deid.report import FileReport
 
 DEFAULT_KEY_FILE = Path("~/.config/dicomflow/deid.key")
@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--held", type=Path, help="folder for files held for review (default DEST_held)")
     parser.add_argument(
-        "--no-verify-pixels", action="store_true", help="skip the SHA-256 of the pixels before and after"
+        "--no-verify-pixels", action="store_true", help="skip the BLAKE3 pixel hashes (before, after)"
     )
     parser.set_defaults(func=run)
 
@@ -84,9 +84,9 @@ def _init(key_file: str, options: str, verify: bool) -> None:
 
     # pydicom warns about every odd value it tolerates; the report carries what matters.
     warnings.filterwarnings("ignore", module="pydicom")
-    from dicomflow.deid.actions import Deidentifier
     from dicomflow.deid.keys import LocalKey
     from dicomflow.deid.options import DeidOptions
+    from dicomflow.deid.policy import Deidentifier
 
     _DEID = Deidentifier(LocalKey.from_file(key_file), DeidOptions.from_spec(options))
     _VERIFY = verify

@@ -8,7 +8,10 @@ ultrasound, video/visible light photography, documents, and screen-capture modal
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 #: SOP classes whose images commonly carry burned-in text.
 RISKY_SOP_CLASSES = frozenset(
@@ -45,13 +48,27 @@ def burned_in_reasons(ds: Dataset) -> list[str]:
     >>> burned_in_reasons(ds)
     []
     """
-    reasons: list[str] = []
     try:
-        burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
-        sop_class = str(ds.get("SOPClassUID", "") or "").strip("\0 ")
-        modality = str(ds.get("Modality", "") or "").strip().upper()
+        burned = str(ds.get("BurnedInAnnotation", "") or "")
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        modality = str(ds.get("Modality", "") or "")
     except Exception:  # noqa: BLE001 - undecodable values: hold rather than guess
         return ["burned-in annotation attributes cannot be decoded"]
+    return burned_in_reasons_for(burned, sop_class, modality)
+
+
+def burned_in_reasons_for(burned_in_annotation: str, sop_class: str, modality: str) -> list[str]:
+    """:func:`burned_in_reasons` from the three values as text (the byte-level engine's way in).
+
+    Examples
+    --------
+    >>> burned_in_reasons_for("NO", "1.2.840.10008.5.1.4.1.1.7", "OT")[0]
+    'SOP class 1.2.840.10008.5.1.4.1.1.7 commonly carries text in its pixels'
+    """
+    reasons: list[str] = []
+    burned = burned_in_annotation.strip().upper()
+    sop_class = sop_class.strip("\0 ")
+    modality = modality.strip().upper()
     if burned == "YES":
         reasons.append("BurnedInAnnotation is YES")
     if sop_class in RISKY_SOP_CLASSES:

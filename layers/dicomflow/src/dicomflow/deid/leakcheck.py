@@ -9,7 +9,7 @@ Two independent searches, both must come out clean:
   short digit string by chance). Original UIDs are looked for as whole runs of digits and dots
   (how a UID is encoded), which keeps the check linear in the header size with thousands of UIDs.
 
-Values shorter than :data:`~dicomflow.deid.actions.MIN_IDENTIFYING_LENGTH` characters once
+Values shorter than :data:`~dicomflow.deid.policy.MIN_IDENTIFYING_LENGTH` characters once
 normalised ("M", "F", "NO") are not searched for: they are counted in ``skipped_short``. Hits are
 reported by element tag and by count, never by value.
 """
@@ -17,11 +17,15 @@ reported by element tag and by count, never by value.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from pydicom.dataset import Dataset
+from dicomflow.deid.policy import IdentifyingValues, TermIndex, normalise, term_index
 
-from dicomflow.deid.actions import IdentifyingValues, TermIndex, normalise, walk_values
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 _UID_RUN = re.compile(rb"[0-9.]{8,}")
 _UID_RUN_TEXT = re.compile(r"[0-9.]{8,}")
@@ -57,7 +61,7 @@ def check_leaks(
     """Search ``datasets`` (e.g. data set, file meta, trailing elements) and ``raw`` bytes.
 
     ``own_text``: normalised strings the de-identifier wrote itself (see
-    :attr:`~dicomflow.deid.actions.DeidOutcome.own_text`), blanked before searching.
+    :attr:`~dicomflow.deid.policy.Recorded.own_text`), blanked before searching.
 
     Examples
     --------
@@ -70,33 +74,59 @@ def check_leaks(
     >>> report.passed, report.element_hits
     (False, ['(0008,103E)'])
     """
-    index = TermIndex(identifying.text)
+    from dicomflow.deid.actions import walk_values
+
+    values = (triple for ds in datasets for triple in walk_values(ds))
+    return check_leak_values(identifying, values, raw, new_uids, own_text)
+
+
+def check_leak_values(
+    identifying: IdentifyingValues,
+    values: Iterable[tuple[int, str, str]],
+    raw: bytes,
+    new_uids: set[str] | None = None,
+    own_text: frozenset[str] = frozenset(),
+) -> LeakReport:
+    """The leak check over (tag, VR, text value) triples of the output, every element, nested,
+    private and file meta included (either engine's), and the ``raw`` encoded header bytes."""
+    index = term_index(frozenset(identifying.text))
     uids = identifying.uids
-    own = sorted(own_text, key=len, reverse=True)
+    own = tuple(sorted(own_text, key=len, reverse=True))
     hits: list[str] = []
     # Every element is visited; the search result of a (VR, value) pair is computed once (an
-    # enhanced multi-frame header repeats the same values in thousands of frames).
+    # enhanced multi-frame header repeats the same values in thousands of frames), and what does
+    # not depend on this file's identifying values (normalised text, UID-like runs) is remembered
+    # across files.
     seen: dict[tuple[bool, str], bool] = {}
-    for ds in datasets:
-        for tag, vr, value in walk_values(ds):
-            is_uid = vr == "UI"
-            found = seen.get((is_uid, value))
-            if found is None:
-                if is_uid:
-                    found = value.strip("\0 ") in uids
-                else:
-                    found = bool(index.find(_blank(normalise(value), own))) or any(
-                        run in uids for run in _UID_RUN_TEXT.findall(value)
-                    )
-                seen[(is_uid, value)] = found
-            if found:
-                hits.append(str(tag))
+    for tag, vr, value in values:
+        is_uid = vr == "UI"
+        found = seen.get((is_uid, value))
+        if found is None:
+            if is_uid:
+                found = value.strip("\0 ") in uids
+            else:
+                found = bool(index.find(_searchable(value, own))) or any(
+                    run in uids for run in _uid_runs(value)
+                )
+            seen[(is_uid, value)] = found
+        if found:
+            hits.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
     raw_hits = _raw_hits(identifying, index, raw, new_uids or set(), own)
     checked = len(identifying.text) + len(uids)
     return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
 
 
-def _blank(text: str, own: list[str]) -> str:
+@lru_cache(maxsize=1 << 14)
+def _searchable(value: str, own: tuple[str, ...]) -> str:
+    return _blank(normalise(value), own)
+
+
+@lru_cache(maxsize=1 << 14)
+def _uid_runs(value: str) -> tuple[str, ...]:
+    return tuple(_UID_RUN_TEXT.findall(value))
+
+
+def _blank(text: str, own: tuple[str, ...] | list[str]) -> str:
     for phrase in own:
         if phrase in text:
             text = text.replace(phrase, "\x00")
@@ -104,7 +134,7 @@ def _blank(text: str, own: list[str]) -> str:
 
 
 def _raw_hits(
-    identifying: IdentifyingValues, index: TermIndex, raw: bytes, new_uids: set[str], own: list[str]
+    identifying: IdentifyingValues, index: TermIndex, raw: bytes, new_uids: set[str], own: tuple[str, ...]
 ) -> int:
     if not raw:
         return 0

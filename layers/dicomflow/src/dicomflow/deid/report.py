@@ -29,8 +29,9 @@ class FileReport:
     transfer_syntax: str | None = None
     sop_instance_uid: str | None = None  # the de-identified one
     pixel_bytes: int = 0
-    pixel_sha256_before: str | None = None
-    pixel_sha256_after: str | None = None
+    pixel_hash_algorithm: str | None = None  # "blake3" when the pixel bytes were hashed
+    pixel_hash_before: str | None = None  # of the source's pixel element bytes
+    pixel_hash_after: str | None = None  # of the written file's, read back
     pixels_identical: bool | None = None
     leak_check: dict[str, Any] | None = None
     trailing: str | None = None
@@ -39,6 +40,7 @@ class FileReport:
     header_bytes_written: int = 0
     bytes_copied_server_side: int = 0
     seconds: float = 0.0
+    engine: str | None = None  # which header engine: "raw" (bytes) or "pydicom" (the fallback)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

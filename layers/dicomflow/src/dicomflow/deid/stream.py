@@ -1,406 +1,86 @@
 """Streaming de-identification: rewrite the header, copy the pixels byte for byte.
 
-One file costs one header parse (ranged reads, :mod:`dicomflow.dicom.header`), one pydicom encode
-of the new header, and a copy of ``[header_end, pixel_end)`` -- the Pixel Data element, tag and
-length included, never decoded -- so memory does not grow with the file. The copied bytes keep the
-original transfer syntax, so the new header declares that same syntax and is encoded with the
-original's VR explicitness and byte order (big endian stays big endian).
+One file costs one header parse and rewrite, and a copy of the pixel element -- tag and length
+included, never decoded -- so memory does not grow with the file. Two engines make the new header:
+:mod:`dicomflow.deid.rewrite` works on the header's bytes (little endian, well formed: scanner
+output), and :mod:`dicomflow.deid.pydicom_engine` takes every other file (pydicom is imported only
+then). Both apply the same policy (:mod:`dicomflow.deid.policy`); the report says which one ran.
+The copied bytes keep the original transfer syntax, so the new header declares that same syntax.
 
-* Local files: ``os.copy_file_range`` (in-kernel) for the pixels while two threads hash the source
-  range and, a chunk behind the copy, the written destination range (hashlib releases the GIL).
-  Pixel ranges under 4 MiB (a CT slice) are read once, hashed in memory, written, and read back.
+* Local files: the pixels are copied in the kernel and proven with BLAKE3 hashes of the source
+  and of the destination read back (:mod:`dicomflow.deid.pixels`).
 * Object stores (S3): part 1 = new header + the first 5 MiB of pixels (ranged GET); then
   ``copy_part`` (UploadPartCopy, server side) for the rest, in parts of >= 5 MiB; elements after the
   pixels go in the last part. Small objects: one ``put``. Pixel hashes there stream both ranges
   through this process (optional: ``verify_pixels``).
-* Elements after Pixel Data: Data Set Trailing Padding (FFFC,FFFC) is dropped (meaningless by
-  definition); any other element is de-identified with the same rules and re-encoded after the
-  pixels; more than 1 MiB of them, or bytes that do not parse, fail the file (reported).
-* Deflated transfer syntax: the data set is one deflate stream, so pixels cannot be copied as
-  bytes. The file (up to 256 MiB) is inflated in memory, de-identified whole with pydicom and
-  re-deflated; the pixel hash is taken on the Pixel Data value before and after.
+* Deflated files are inflated and de-identified whole (see :mod:`dicomflow.deid.pydicom_engine`).
 * Burned-in annotation: de-identified, leak-checked, and written only to the "held" destination.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import struct
-import threading
 import time
-import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pydicom
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
-from pydicom.uid import UID
-
-from dicomflow.deid.actions import (
-    DICOMFLOW_IMPLEMENTATION_UID,
-    Deidentifier,
-    DeidOutcome,
-    IdentifyingValues,
-    patient_identity,
-)
-from dicomflow.deid.burned_in import burned_in_reasons
-from dicomflow.deid.leakcheck import LeakReport, check_leaks
+from dicomflow.deid.pixels import ALGORITHM, copy_pixels, hash_object_range
+from dicomflow.deid.policy import Deidentifier
+from dicomflow.deid.prepared import Prepared
 from dicomflow.deid.report import FileReport, Verdict
-from dicomflow.dicom.header import (
-    DicomFormatError,
-    DicomHeader,
-    MalformedHeaderError,
-    read_header,
-    read_header_from_store,
-)
+from dicomflow.deid.rewrite import prepare_raw
+from dicomflow.dicom.elements import Buffer
+from dicomflow.dicom.errors import DicomFormatError, NotDicomError
 from dicomflow.errors import DeidentificationError, StorageError
 
 if TYPE_CHECKING:
+    from dicomflow.deid.pydicom_engine import Deflated
     from dicomflow.storage.base import ObjectStore
 
 ReadRange = Callable[[int, int], bytes]
 
-#: Elements after Pixel Data larger than this are not parsed in memory: the file fails.
-MAX_TRAILING_BYTES = 1024 * 1024
-#: Hash / copy chunk (small: two of them are in memory at once when verifying).
-CHUNK = 1024 * 1024
 #: Part size when pixels must stream through this process (another store): memory per part.
 STREAM_PART = 8 * 1024 * 1024
-#: Pixel ranges at least this long are copied and hashed (before and after) in three threads at
-#: once; shorter ones (a CT slice: 0.5 MiB) are read once into memory, at most this much.
-PARALLEL_HASH_BYTES = 4 * 1024 * 1024
-#: In-kernel copy step: how far the copy runs ahead before the destination's hash may follow.
-COPY_STEP = 16 * 1024 * 1024
 #: S3's minimum part size (every part but the last); the same as ``dicomflow.storage.MIN_PART_SIZE``,
 #: repeated here so that local runs do not import boto3 (0.3 s and 30 MB per process).
 MIN_PART_SIZE = 5 * 1024 * 1024
 #: Largest server-side copy part (S3 allows 5 GiB).
 COPY_PART = 1024 * 1024 * 1024
-_TRAILING_PADDING = 0xFFFCFFFC
 
 
-class PixelDataError(DicomFormatError):
-    """The encapsulated Pixel Data's items cannot be walked to their end (a malformed file)."""
+def prepare(read_range: ReadRange, size: int, deid: Deidentifier) -> Prepared | Deflated:
+    """The new header of the file behind ``read_range``: by the byte-level engine if it takes the
+    file, else by pydicom (which also decides what is wrong with a file nobody can take).
 
-
-class NonConformantError(DicomFormatError):
-    """The object lacks what a DICOM file must carry (SOP Class and Instance UIDs)."""
-
-
-@dataclass
-class Prepared:
-    """A file's new header and everything decided before a byte of pixels is moved."""
-
-    header: DicomHeader
-    outcome: DeidOutcome
-    new_header: bytes
-    pixel_start: int
-    pixel_end: int
-    new_trailing: bytes
-    trailing_note: str | None
-    leak: LeakReport
-    held: list[str]
-
-    @property
-    def pixel_length(self) -> int:
-        return self.pixel_end - self.pixel_start
-
-
-# -- the pure part: header in, new header out ---------------------------------------------------------
-
-
-def find_pixel_end(header: DicomHeader, read_range: ReadRange) -> int:
-    """Offset just past the pixel element (its sequence delimiter when encapsulated)."""
-    if header.pixel_data_value_offset is None:
-        return header.header_end
-    if header.pixel_data_length is not None:
-        return header.pixel_data_value_offset + header.pixel_data_length
-    endian = "<" if header.is_little_endian else ">"
-    delimiter = struct.pack(endian + "HHL", 0xFFFE, 0xE0DD, 0)
-    size = header.file_size
-    if size - header.pixel_data_value_offset >= 8 and read_range(size - 8, size) == delimiter:
-        return size  # the common case: nothing after the pixels, no need to walk the items
-    pos = header.pixel_data_value_offset
-    while pos + 8 <= size:
-        group, elem, length = struct.unpack(endian + "HHL", read_range(pos, pos + 8))
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return pos + 8
-        if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-            raise PixelDataError("encapsulated Pixel Data holds something other than items")
-        pos += 8 + length
-    raise PixelDataError("encapsulated Pixel Data has no sequence delimiter before the end of the file")
-
-
-def encode_header(meta: FileMetaDataset, ds: Dataset, *, implicit: bool, little: bool) -> bytes:
-    """Preamble (zeros: the original's may hold anything), ``DICM``, file meta, then the data set
-    encoded as the copied pixel bytes are."""
-    fp = DicomBytesIO()
-    fp.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little
-    correct_ambiguous_vr(ds, little)
-    write_dataset(fp, ds)
-    return bytes(fp.getvalue())
-
-
-def _encode_dataset(ds: Dataset, *, implicit: bool, little: bool) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little
-    correct_ambiguous_vr(ds, little)
-    write_dataset(fp, ds)
-    return bytes(fp.getvalue())
-
-
-def prepare(header: DicomHeader, read_range: ReadRange, deid: Deidentifier) -> Prepared:
-    """De-identify the header (and trailing elements) and leak-check the result."""
-    implicit, little = header.is_implicit_vr, header.is_little_endian
-    meta = header.file_meta
-    if len(header.dataset) == 0:
-        raise NonConformantError("the data set is empty: nothing to de-identify")
-    for keyword, meta_keyword in (
-        ("SOPClassUID", "MediaStorageSOPClassUID"),
-        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
-    ):
-        try:
-            value = header.dataset.get(keyword) or meta.get(meta_keyword)
-        except Exception as exc:  # pydicom cannot decode it: a corrupt file
-            raise MalformedHeaderError(f"{keyword} cannot be decoded ({type(exc).__name__})") from exc
-        if not value:
-            raise NonConformantError(f"no {keyword}: not a composite DICOM object that can be de-identified")
-        if not UID(str(value).rstrip("\0 ")).is_valid:
-            raise MalformedHeaderError(f"{keyword} is not a valid UID")
-    syntax = Deidentifier.syntax_for(header.transfer_syntax, implicit, little)
-    held = burned_in_reasons(header.dataset)
-    outcome = deid.deidentify(header.dataset, header.file_meta, transfer_syntax=syntax, consume=True)
-    pixel_end = find_pixel_end(header, read_range)
-    new_trailing, trailing_note, trailing_ds = _trailing(
-        header, read_range, pixel_end, deid, outcome.identifying
-    )
+    Raises
+    ------
+    DicomFormatError
+        Not a DICOM file either engine can de-identify (the message says why).
+    """
+    if size == 0:
+        raise NotDicomError("the file is empty")
+    buf = Buffer(None, size, read_range)
     try:
-        new_header = encode_header(outcome.file_meta, outcome.dataset, implicit=implicit, little=little)
-    except Exception as exc:
-        raise MalformedHeaderError(
-            f"the header cannot be re-encoded ({type(exc).__name__} in pydicom)"
-        ) from exc
-    datasets = [outcome.dataset, outcome.file_meta] + ([trailing_ds] if trailing_ds is not None else [])
-    leak = check_leaks(
-        outcome.identifying, datasets, new_header + new_trailing, _own_uids(outcome), outcome.own_text
-    )
-    return Prepared(
-        header=header,
-        outcome=outcome,
-        new_header=new_header,
-        pixel_start=header.header_end,
-        pixel_end=pixel_end,
-        new_trailing=new_trailing,
-        trailing_note=trailing_note,
-        leak=leak,
-        held=held,
-    )
+        return prepare_raw(buf, deid)
+    except StorageError:
+        raise  # the workflow retries transient storage errors: not a verdict on the file
+    except Exception:  # noqa: BLE001 - Unsupported, or input the byte-level engine did not foresee
+        pass
+    from dicomflow.deid.pydicom_engine import deidentify_deflated, prepare_pydicom
+    from dicomflow.dicom.header import read_header
 
+    def cached(start: int, end: int) -> bytes:
+        # the bytes the byte-level engine fetched already are not fetched again (S3: one GET less)
+        return buf.read(start, end) if end <= len(buf.data) else read_range(start, end)
 
-def _own_uids(outcome: DeidOutcome) -> set[str]:
-    """UIDs we wrote: masked in the raw search (a 39-digit UID may contain any short digit run)."""
-    return set(outcome.uid_map.values()) | {DICOMFLOW_IMPLEMENTATION_UID}
-
-
-def _trailing(
-    header: DicomHeader,
-    read_range: ReadRange,
-    pixel_end: int,
-    deid: Deidentifier,
-    identifying: IdentifyingValues,
-) -> tuple[bytes, str | None, Dataset | None]:
-    size = header.file_size - pixel_end
-    if size <= 0:
-        return b"", None, None
-    if size > MAX_TRAILING_BYTES:
-        raise DeidentificationError(f"{size} bytes of elements after Pixel Data (limit {MAX_TRAILING_BYTES})")
-    raw = read_range(pixel_end, header.file_size)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parsed = read_dataset(io.BytesIO(raw), header.is_implicit_vr, header.is_little_endian)
-            tags = list(parsed.keys())
-    except Exception as exc:
-        raise DeidentificationError(
-            f"{size} bytes after Pixel Data do not parse as data elements ({type(exc).__name__})"
-        ) from exc
-    padding = _TRAILING_PADDING in parsed
-    if padding:
-        del parsed[_TRAILING_PADDING]
-    notes = []
-    if padding:
-        notes.append("Data Set Trailing Padding dropped")
-    if len(parsed) == 0:
-        return b"", "; ".join(notes) or None, None
-    outcome = deid.deidentify(
-        parsed, None, identifying=identifying, patient=patient_identity(header.dataset), top_level=False
-    )
-    encoded = _encode_dataset(outcome.dataset, implicit=header.is_implicit_vr, little=header.is_little_endian)
-    notes.append(
-        f"{len(tags) - int(padding)} element(s) after Pixel Data de-identified, {len(outcome.dataset)} kept"
-    )
-    return encoded, "; ".join(notes), outcome.dataset
-
-
-def _report_from(prepared: Prepared, report: FileReport) -> None:
-    report.transfer_syntax = prepared.outcome.file_meta.get("TransferSyntaxUID")
-    report.sop_instance_uid = str(prepared.outcome.dataset.get("SOPInstanceUID", "")) or None
-    report.leak_check = prepared.leak.as_dict()
-    report.trailing = prepared.trailing_note
-    report.actions = dict(prepared.outcome.actions)
-    report.header_bytes_read = prepared.header.bytes_read
-    report.header_bytes_written = len(prepared.new_header)
-    report.pixel_bytes = prepared.pixel_length
-    if not prepared.leak.passed:
-        report.verdict = Verdict.FAILED
-        report.reasons.append(
-            f"leak check: {len(prepared.leak.element_hits)} element hit(s), "
-            f"{prepared.leak.raw_hits} raw hit(s)"
-        )
-    elif prepared.held:
-        report.verdict = Verdict.HELD
-        report.reasons.extend(prepared.held)
-    else:
-        report.verdict = Verdict.PASSED
+    header = read_header(cached, size)
+    if header.deflated:
+        return deidentify_deflated(header, read_range, deid)
+    return prepare_pydicom(header, read_range, deid)
 
 
 # -- local files ----------------------------------------------------------------------------------------
-
-
-def _sha256_fd(fd: int, start: int, end: int, progress: _Progress | None = None) -> str | None:
-    """SHA-256 of bytes ``[start, end)`` of ``fd`` (positional reads into one reused buffer).
-
-    With ``progress``, each chunk is read only once the writer says it is in the file: the hash of
-    the destination follows the copy a chunk behind, from the page cache. ``None`` if the copy was
-    abandoned.
-    """
-    digest = hashlib.sha256()
-    buf = bytearray(min(CHUNK, max(end - start, 1)))
-    view = memoryview(buf)
-    pos = start
-    while pos < end:
-        want = min(len(buf), end - pos)
-        if progress is not None and not progress.wait_for(pos + want):
-            return None
-        got = os.preadv(fd, [view[:want]], pos)
-        if got <= 0:
-            break
-        digest.update(view[:got])
-        pos += got
-    return digest.hexdigest()
-
-
-class _Progress:
-    """How far the copy has got (an offset in the destination), for the hash that follows it."""
-
-    def __init__(self) -> None:
-        self._done = 0
-        self._failed = False
-        self._cond = threading.Condition()
-
-    def advance(self, done: int) -> None:
-        with self._cond:
-            self._done = done
-            self._cond.notify_all()
-
-    def fail(self) -> None:
-        with self._cond:
-            self._failed = True
-            self._cond.notify_all()
-
-    def wait_for(self, offset: int) -> bool:
-        with self._cond:
-            self._cond.wait_for(lambda: self._failed or self._done >= offset)
-            return not self._failed
-
-
-def _copy_range(
-    src_fd: int, dst_fd: int, start: int, length: int, progress: _Progress | None = None, base: int = 0
-) -> None:
-    """Copy ``length`` bytes from ``start`` of ``src_fd`` to ``dst_fd``'s position (in steps of
-    :data:`COPY_STEP`, reporting ``base`` + bytes copied to ``progress``)."""
-    offset = start
-    remaining = length
-    try:
-        while remaining:
-            n = os.copy_file_range(src_fd, dst_fd, min(remaining, COPY_STEP), offset)
-            if n == 0:
-                raise DeidentificationError("the source file shrank while being copied")
-            offset += n
-            remaining -= n
-            if progress is not None:
-                progress.advance(base + offset - start)
-    except OSError:
-        # copy_file_range is not available across every pair of file systems: plain copy.
-        while remaining:
-            chunk = os.pread(src_fd, min(CHUNK, remaining), offset)
-            if not chunk:
-                raise DeidentificationError("the source file shrank while being copied") from None
-            os.write(dst_fd, chunk)
-            offset += len(chunk)
-            remaining -= len(chunk)
-            if progress is not None:
-                progress.advance(base + offset - start)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _write_output(fd: int, out_fd: int, prepared: Prepared, verify: bool) -> tuple[str | None, str | None]:
-    """Write header, pixels and trailing elements to ``out_fd``; (pixel SHA-256 before, after).
-
-    "Before" is hashed from the source, "after" from the written file read back (the page cache),
-    never from the bytes we meant to write. Small pixel ranges: one read, hashed in memory, written
-    as read, then the written range read back. Large ones: the in-kernel copy, the source's hash and
-    the destination's hash (a chunk behind the copy) run at once in three threads (hashlib and the
-    copy release the GIL), so that the hashes cost little more than one pass over the pixels.
-    """
-    header = prepared.new_header
-    start, length = prepared.pixel_start, prepared.pixel_length
-    if length < PARALLEL_HASH_BYTES:
-        pixels = os.pread(fd, length, start)
-        if len(pixels) != length:
-            raise DeidentificationError("the source file shrank while being copied")
-        before = hashlib.sha256(pixels).hexdigest() if verify and length else None
-        _write_all(out_fd, header)
-        _write_all(out_fd, pixels)
-        _write_all(out_fd, prepared.new_trailing)
-        del pixels
-        after = _sha256_fd(out_fd, len(header), len(header) + length) if verify and length else None
-        return before, after
-    _write_all(out_fd, header)
-    if not verify:
-        _copy_range(fd, out_fd, start, length)
-        if prepared.new_trailing:
-            _write_all(out_fd, prepared.new_trailing)
-        return None, None
-    progress = _Progress()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        before_f = pool.submit(_sha256_fd, fd, start, start + length)
-        after_f = pool.submit(_sha256_fd, out_fd, len(header), len(header) + length, progress)
-        try:
-            _copy_range(fd, out_fd, start, length, progress, base=len(header))
-            if prepared.new_trailing:
-                _write_all(out_fd, prepared.new_trailing)
-        except BaseException:
-            progress.fail()
-            raise
-        return before_f.result(), after_f.result()
 
 
 def deidentify_file(
@@ -423,8 +103,8 @@ def deidentify_file(
     >>> from dicomflow.deid.keys import LocalKey
     >>> out = Path(tempfile.mkdtemp()) / "ct.dcm"
     >>> report = deidentify_file(get_testdata_file("CT_small.dcm"), out, Deidentifier(LocalKey(b"k" * 32)))
-    >>> report.verdict.value, report.pixels_identical
-    ('passed', True)
+    >>> report.verdict.value, report.pixels_identical, report.engine
+    ('passed', True, 'raw')
     """
     started = time.perf_counter()
     src_path, dst_path = Path(src), Path(dst)
@@ -437,16 +117,12 @@ def deidentify_file(
             return os.pread(fd, end - start, start)
 
         try:
-            header = read_header(read_range, size)
-        except DicomFormatError as exc:
-            return _refused(report, exc)
-        try:
-            if header.deflated:
-                return _deflated_local(header, read_range, deid, report, dst_path, held_dst)
-            prepared = prepare(header, read_range, deid)
+            prepared = prepare(read_range, size, deid)
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop a tree; nothing written
             return _refused(report, exc)
-        _report_from(prepared, report)
+        if not isinstance(prepared, Prepared):
+            return _write_deflated_local(prepared, report, dst_path, held_dst)
+        prepared.fill(report)
         target = _target(report, dst_path, held_dst)
         if target is None:
             return report
@@ -454,15 +130,18 @@ def deidentify_file(
         partial = target.with_name(target.name + ".partial")
         out_fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            before, after = _write_output(fd, out_fd, prepared, verify_pixels)
+            _write_all(out_fd, prepared.new_header)
+            proof = copy_pixels(fd, prepared.pixel_start, prepared.pixel_length, out_fd, verify=verify_pixels)
+            _write_all(out_fd, prepared.new_trailing)
         except BaseException:
             os.close(out_fd)
             partial.unlink(missing_ok=True)
             raise
         os.close(out_fd)
         if verify_pixels and prepared.pixel_length:
-            report.pixel_sha256_before, report.pixel_sha256_after = before, after
-            report.pixels_identical = before is not None and before == after
+            report.pixel_hash_algorithm = proof.algorithm
+            report.pixel_hash_before, report.pixel_hash_after = proof.before, proof.after
+            report.pixels_identical = proof.identical
             if not report.pixels_identical:
                 partial.unlink()
                 report.verdict = Verdict.FAILED
@@ -474,6 +153,12 @@ def deidentify_file(
     finally:
         os.close(fd)
         report.seconds = round(time.perf_counter() - started, 4)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _refused(report: FileReport, exc: BaseException) -> FileReport:
@@ -500,50 +185,23 @@ def _target(report: FileReport, dst: Path, held_dst: str | os.PathLike[str] | No
     return None
 
 
-def _deflated_dataset(
-    header: DicomHeader, read_range: ReadRange, deid: Deidentifier
-) -> tuple[bytes, DeidOutcome, LeakReport, str | None, str | None]:
-    """Inflate, de-identify whole, re-deflate: (bytes, outcome, leak, pixel hash before, after)."""
-    whole = read_range(0, header.file_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        full = pydicom.dcmread(io.BytesIO(whole), force=True)
-    outcome = deid.deidentify(full, full.file_meta, transfer_syntax=str(header.transfer_syntax))
-    new = outcome.dataset
-    before = after = None
-    if "PixelData" in full:
-        before = hashlib.sha256(full.PixelData).hexdigest()
-        after = hashlib.sha256(new.PixelData).hexdigest() if "PixelData" in new else None
-    out = FileDataset("", new, file_meta=outcome.file_meta, preamble=b"\x00" * 128)
-    buf = io.BytesIO()
-    out.save_as(buf, enforce_file_format=True)
-    without_pixels = Dataset({e.tag: e for e in new if e.tag != 0x7FE00010})
-    raw = encode_header(outcome.file_meta, without_pixels, implicit=False, little=True)
-    leak = check_leaks(
-        outcome.identifying, [new, outcome.file_meta], raw, _own_uids(outcome), outcome.own_text
-    )
-    return buf.getvalue(), outcome, leak, before, after
+def _fill_deflated(report: FileReport, deflated: Deflated) -> None:
+    from dicomflow.deid.burned_in import burned_in_reasons
 
-
-def _fill_deflated(
-    report: FileReport,
-    header: DicomHeader,
-    outcome: DeidOutcome,
-    leak: LeakReport,
-    before: str | None,
-    after: str | None,
-    size: int,
-) -> None:
-    report.transfer_syntax = str(header.transfer_syntax)
+    outcome, leak = deflated.outcome, deflated.leak
+    before, after = deflated.pixel_hash_before, deflated.pixel_hash_after
+    report.engine = "pydicom"
+    report.transfer_syntax = str(outcome.file_meta.get("TransferSyntaxUID", "")) or None
     report.sop_instance_uid = str(outcome.dataset.get("SOPInstanceUID", "")) or None
     report.leak_check = leak.as_dict()
     report.actions = dict(outcome.actions)
-    report.header_bytes_read = header.file_size
-    report.header_bytes_written = size
-    report.pixel_sha256_before, report.pixel_sha256_after = before, after
+    report.header_bytes_read = deflated.bytes_read
+    report.header_bytes_written = len(deflated.data)
+    report.pixel_hash_before, report.pixel_hash_after = before, after
+    report.pixel_hash_algorithm = ALGORITHM if before else None
     report.pixels_identical = before == after if before else None
     report.trailing = "deflated: inflated in memory, de-identified whole, re-deflated"
-    held = burned_in_reasons(header.dataset)
+    held = burned_in_reasons(deflated.original)
     if not leak.passed:
         report.verdict = Verdict.FAILED
         report.reasons.append(
@@ -559,39 +217,21 @@ def _fill_deflated(
         report.verdict = Verdict.PASSED
 
 
-def _deflated_local(
-    header: DicomHeader,
-    read_range: ReadRange,
-    deid: Deidentifier,
-    report: FileReport,
-    dst: Path,
-    held_dst: str | os.PathLike[str] | None,
+def _write_deflated_local(
+    deflated: Deflated, report: FileReport, dst: Path, held_dst: str | os.PathLike[str] | None
 ) -> FileReport:
-    data, outcome, leak, before, after = _deflated_dataset(header, read_range, deid)
-    _fill_deflated(report, header, outcome, leak, before, after, len(data))
+    _fill_deflated(report, deflated)
     target = _target(report, dst, held_dst)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
+        partial.write_bytes(deflated.data)
         os.replace(partial, target)
         report.destination = str(target)
     return report
 
 
 # -- object stores ----------------------------------------------------------------------------------------
-
-
-def _sha256_object_range(store: ObjectStore, key: str, start: int, end: int) -> str:
-    digest = hashlib.sha256()
-    pos = start
-    while pos < end:
-        chunk = store.get_range(key, pos, min(end, pos + CHUNK))
-        if not chunk:
-            break
-        digest.update(chunk)
-        pos += len(chunk)
-    return digest.hexdigest()
 
 
 def copy_plan(start: int, end: int, part: int = COPY_PART) -> tuple[int, list[tuple[int, int]]]:
@@ -644,24 +284,19 @@ def deidentify_object(
 
     try:
         try:
-            header = read_header_from_store(store, src_key)
-        except DicomFormatError as exc:
-            return _refused(report, exc)
-        try:
-            if header.deflated:
-                data, outcome, leak, before, after = _deflated_dataset(header, read_range, deid)
-                _fill_deflated(report, header, outcome, leak, before, after, len(data))
-                key = _target_key(report, dst_key, held_key)
-                if key is not None:
-                    out_store.put(key, data, content_type="application/dicom")
-                    report.destination = key
-                return report
-            prepared = prepare(header, read_range, deid)
+            prepared = prepare(read_range, store.size(src_key), deid)
         except StorageError:
             raise  # the workflow retries transient storage errors: not a verdict on the file
         except Exception as exc:  # noqa: BLE001 - one odd object must not stop a scan; nothing written
             return _refused(report, exc)
-        _report_from(prepared, report)
+        if not isinstance(prepared, Prepared):
+            _fill_deflated(report, prepared)
+            key = _target_key(report, dst_key, held_key)
+            if key is not None:
+                out_store.put(key, prepared.data, content_type="application/dicom")
+                report.destination = key
+            return report
+        prepared.fill(report)
         key = _target_key(report, dst_key, held_key)
         if key is None:
             return report
@@ -684,11 +319,12 @@ def deidentify_object(
                     writer.upload_part(prepared.new_trailing)
         if verify_pixels and prepared.pixel_length:
             offset = len(prepared.new_header)
-            report.pixel_sha256_before = _sha256_object_range(store, src_key, start, end)
-            report.pixel_sha256_after = _sha256_object_range(
+            report.pixel_hash_algorithm = ALGORITHM
+            report.pixel_hash_before = hash_object_range(store, src_key, start, end)
+            report.pixel_hash_after = hash_object_range(
                 out_store, key, offset, offset + prepared.pixel_length
             )
-            report.pixels_identical = report.pixel_sha256_before == report.pixel_sha256_after
+            report.pixels_identical = report.pixel_hash_before == report.pixel_hash_after
             if not report.pixels_identical:
                 out_store.delete(key)
                 report.verdict = Verdict.FAILED

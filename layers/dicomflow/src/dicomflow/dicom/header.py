@@ -32,10 +32,31 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from dicomflow.errors import DicomflowError, InvalidInputError
+from dicomflow.dicom.elements import Unsupported, pixel_element_header
+from dicomflow.dicom.errors import (
+    DicomFormatError,
+    MalformedHeaderError,
+    NotDicomError,
+    TruncatedHeaderError,
+    UnsupportedTransferSyntaxError,
+)
+from dicomflow.errors import DicomflowError
 
 if TYPE_CHECKING:
     from dicomflow.storage.base import ObjectStore
+
+# The error classes live in the pydicom-free dicomflow.dicom.errors; they are importable from here too.
+__all__ = [
+    "DicomFormatError",
+    "DicomHeader",
+    "MalformedHeaderError",
+    "NotDicomError",
+    "TruncatedHeaderError",
+    "UnsupportedTransferSyntaxError",
+    "read_header",
+    "read_header_from_path",
+    "read_header_from_store",
+]
 
 #: First ranged read; most headers (a CT slice's is 2-10 KiB) fit in it.
 INITIAL_READ = 64 * 1024
@@ -49,26 +70,6 @@ _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _UNDEFINED = 0xFFFFFFFF
-
-
-class DicomFormatError(InvalidInputError):
-    """The bytes are not a DICOM file this reader can parse; the message says why."""
-
-
-class NotDicomError(DicomFormatError):
-    """Neither a preamble + ``DICM`` prefix nor a parseable data set at the start of the file."""
-
-
-class TruncatedHeaderError(DicomFormatError):
-    """The file ends inside the header (an element's declared length runs past the end)."""
-
-
-class MalformedHeaderError(DicomFormatError):
-    """An element of the header cannot be parsed (bad length, bad VR, inconsistent encoding)."""
-
-
-class UnsupportedTransferSyntaxError(DicomFormatError):
-    """The transfer syntax cannot be read header-only (e.g. a deflated file over the size limit)."""
 
 
 @dataclass(frozen=True)
@@ -192,24 +193,10 @@ class _RangeFile(io.RawIOBase):
 
 def _pixel_element_header(raw: bytes, implicit: bool, little: bool) -> tuple[int, int, int | None]:
     """(tag, value offset from the tag, length or None) of the element header in ``raw``."""
-    endian = "<" if little else ">"
-    if len(raw) < 8:
-        raise TruncatedHeaderError("the file ends inside the Pixel Data element's header")
-    group, elem = struct.unpack(endian + "HH", raw[:4])
-    tag = group << 16 | elem
-    # Some writers encode Pixel Data implicitly in an explicit-VR file (pydicom tolerates it too).
-    if implicit or not (raw[4:6].isalpha() and raw[4:6].isupper()):
-        (length,) = struct.unpack(endian + "L", raw[4:8])
-        offset = 8
-    elif raw[4:6] in _LONG_VRS:
-        if len(raw) < 12:
-            raise TruncatedHeaderError("the file ends inside the Pixel Data element's header")
-        (length,) = struct.unpack(endian + "L", raw[8:12])
-        offset = 12
-    else:
-        (length,) = struct.unpack(endian + "H", raw[6:8])
-        offset = 8
-    return tag, offset, None if length == _UNDEFINED else length
+    try:
+        return pixel_element_header(raw, implicit, little)
+    except Unsupported as exc:  # the only reason it gives: too few bytes
+        raise TruncatedHeaderError("the file ends inside the Pixel Data element's header") from exc
 
 
 def read_header(

@@ -1,0 +1,361 @@
+"""Table E.1-1 on a header's bytes: the fast engine, without pydicom.
+
+The header is read into :class:`~dicomflow.dicom.elements.Element` records
+(:mod:`dicomflow.dicom.elements`), every decision is asked of :mod:`dicomflow.deid.policy` with the
+same (tag, VR, text values) pydicom would give it, and the new header is written back as bytes. An
+element that is kept is written as it was read, byte for byte; only the values the profile changes
+are encoded anew (in the file's character set, padded as PS3.5 says).
+
+Taken: preamble + ``DICM``, Implicit or Explicit VR Little Endian data sets (native or encapsulated
+pixels), Specific Character Set absent, ISO_IR 6, ISO_IR 100 (Latin-1) or ISO_IR 192 (UTF-8), nothing
+after the pixel element. Anything else raises :class:`~dicomflow.dicom.elements.Unsupported` and the
+caller hands the file to :mod:`dicomflow.deid.pydicom_engine`, which reads big endian, deflated,
+other character sets and damaged files, and says what is wrong with those it refuses. The two
+engines' outputs are compared on every file pydicom ships (``tests/unit/test_deid_engines.py``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from dicomflow.deid.burned_in import burned_in_reasons_for
+from dicomflow.deid.leakcheck import check_leak_values
+from dicomflow.deid.policy import (
+    DECODE_VRS,
+    DICOMFLOW_IMPLEMENTATION_UID,
+    DICOMFLOW_IMPLEMENTATION_VERSION,
+    STRING_VRS,
+    Change,
+    Deidentifier,
+    Policy,
+    Recorded,
+    normalise,
+    passes_through,
+)
+from dicomflow.deid.prepared import Prepared
+from dicomflow.deid.uids import remap_uid
+from dicomflow.dicom.elements import (
+    Buffer,
+    Element,
+    RawHeader,
+    Unsupported,
+    encode_elements,
+    encode_file_meta,
+    pixel_end,
+    read_elements,
+    read_raw_header,
+    walk,
+)
+
+#: Specific Character Set values this engine decodes (pydicom's codecs for them).
+_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+#: Single-valued text VRs: a backslash in them is text, not a value separator.
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+_ZERO = {
+    "US": b"\x00\x00",
+    "SS": b"\x00\x00",
+    "UL": b"\x00" * 4,
+    "SL": b"\x00" * 4,
+    "FL": b"\x00" * 4,
+    "AT": b"\x00" * 4,
+    "FD": b"\x00" * 8,
+    "UV": b"\x00" * 8,
+    "SV": b"\x00" * 8,
+}
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_TRAILING_PADDING = 0xFFFCFFFC
+_MAX_TRAILING_PADDING = 1024 * 1024
+_PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+
+
+class _Text:
+    """Element values as text, decoded as pydicom decodes them (the policy sees the same strings)."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+
+    def values(self, e: Element) -> list[str]:
+        if e.text is not None:
+            return e.text
+        if not e.value:
+            return []
+        try:
+            text = e.value.decode("ascii" if e.vr == "UI" else self.codec)
+        except UnicodeDecodeError as exc:
+            raise Unsupported("a text value is not valid in the declared character set") from exc
+        parts = [text] if e.vr in _SINGLE_VALUED else text.split("\\")
+        e.text = [p.rstrip("\0 ") for p in parts]
+        return e.text
+
+    def encode(self, vr: str, values: tuple[str, ...] | list[str]) -> bytes:
+        try:
+            data = "\\".join(values).encode("ascii" if vr == "UI" else self.codec)
+        except UnicodeEncodeError as exc:
+            raise Unsupported("a new value cannot be encoded in the declared character set") from exc
+        if len(data) % 2:
+            data += b"\x00" if vr == "UI" else b" "
+        return data
+
+
+def _top(elements: list[Element], tag: int) -> Element | None:
+    for e in elements:
+        if e.tag == tag:
+            return e
+    return None
+
+
+class _RawRun(Policy):
+    """The policy's pass over raw elements."""
+
+    def __init__(self, deid: Deidentifier, patient: str, text: _Text, implicit: bool) -> None:
+        super().__init__(deid, patient, None)
+        self.text = text
+        self.implicit = implicit
+
+    def collect(self, elements: list[Element]) -> None:
+        for e in elements:
+            if e.tag >> 16 & 1 or passes_through(e.vr):
+                continue
+            if e.items is not None:
+                for item in e.items:
+                    self.collect(item)
+                continue
+            if self.collects(e.tag, e.vr):
+                self.identifying.add(e.vr, self.text.values(e))
+
+    def walk(self, elements: list[Element]) -> list[Element]:
+        new: list[Element] = []
+        creators: dict[int, Element] = {}  # (group << 8 | block) -> private creator element
+        kept_blocks: set[int] = set()
+        actions = self.actions
+        profile_action = self.profile.action
+        for e in elements:
+            tag = e.tag
+            group, element = tag >> 16, tag & 0xFFFF
+            odd = group & 1
+            if not odd and group != 0x0002 and element != 0 and group != 0 and passes_through(e.vr):
+                action = profile_action(tag)
+                if action is None or action == "K":
+                    actions["K" if action else "kept_unlisted"] += 1
+                    new.append(e)
+                    continue
+            if group in (0x0000, 0x0002) or element == 0x0000:
+                actions["X_structural"] += 1
+                continue
+            if odd:
+                if 0x0010 <= element <= 0x00FF:
+                    creators[group << 8 | element] = e
+                    continue
+                if element < 0x1000:
+                    # (gggg,0001-000F): no private creator can own these; pydicom removes them too
+                    actions["X_private"] += 1
+                    continue
+                creator = creators.get(group << 8 | element >> 8)
+                name = self.text.values(creator)[0] if creator is not None and creator.value else ""
+                change = self.decide_private(name, tag, e.vr)
+                if change.kind != "remove" and self.implicit:
+                    # pydicom reads a kept private element with its private dictionary's VR (a
+                    # sequence, perhaps, to be walked); without that dictionary, leave it to pydicom
+                    raise Unsupported("a safelisted private element in an implicit VR data set")
+                out = self._apply_change(e, change)
+                if out is not None:
+                    new.append(out)
+                    kept_blocks.add(group << 8 | element >> 8)
+                continue
+            values = self.text.values(e) if e.vr in DECODE_VRS and e.items is None and e.vr != "UN" else []
+            out = self._apply_change(e, self.decide(tag, e.vr, values))
+            if out is not None:
+                new.append(out)
+        for block in kept_blocks:
+            creator = creators.get(block)
+            if creator is not None:
+                new.append(creator)
+        if kept_blocks:
+            new.sort(key=_tag_of)
+        return new
+
+    def _apply_change(self, e: Element, change: Change) -> Element | None:
+        kind = change.kind
+        if kind == "keep":
+            return e
+        if kind == "remove":
+            return None
+        if kind == "walk":
+            return Element(e.tag, "SQ", b"", [self.walk(item) for item in e.items or []])
+        if kind == "empty":
+            return Element(e.tag, e.vr, b"", [] if e.vr == "SQ" else None)
+        if kind == "zero":
+            return Element(e.tag, e.vr, _ZERO.get(e.vr, b"\x00\x00"))
+        return Element(e.tag, e.vr, self.text.encode(e.vr, change.values))
+
+    def recorded_elements(self, recorded: Recorded) -> list[Element]:
+        enc = self.text.encode
+        items = [
+            [
+                Element(0x00080100, "SH", enc("SH", [value])),
+                Element(0x00080102, "SH", enc("SH", ["DCM"])),
+                Element(0x00080104, "LO", enc("LO", [meaning])),
+            ]
+            for value, meaning in recorded.codes
+        ]
+        return [
+            Element(_PATIENT_NAME, "PN", enc("PN", [recorded.patient_name])),
+            Element(_PATIENT_ID, "LO", enc("LO", [recorded.patient_id])),
+            Element(0x00120062, "CS", enc("CS", ["YES"])),
+            Element(0x00120063, "LO", enc("LO", [recorded.method])),
+            Element(0x00120064, "SQ", b"", items),
+            Element(0x00280303, "CS", enc("CS", [recorded.longitudinal])),
+        ]
+
+
+def _tag_of(e: Element) -> int:
+    return e.tag
+
+
+def _patient_identity(dataset: list[Element], text: _Text) -> str:
+    """As :func:`dicomflow.deid.actions.patient_identity`: Patient ID, else Name, else Study UID."""
+    for tag in (_PATIENT_ID, _PATIENT_NAME, 0x0020000D):
+        e = _top(dataset, tag)
+        if e is not None and e.items is None:
+            values = text.values(e)
+            value = values[0] if len(values) == 1 else (str(values) if values else "")
+            if value:
+                return normalise(value)
+    return ""
+
+
+def _single(e: Element | None, text: _Text) -> str:
+    if e is None or e.items is not None:
+        return ""
+    return "\\".join(text.values(e))
+
+
+def prepare_raw(buf: Buffer, deid: Deidentifier) -> Prepared:
+    """De-identify a header read from ``buf`` and leak-check the result.
+
+    Raises
+    ------
+    Unsupported
+        The file is not one this engine takes (the message says why); use the pydicom engine.
+    """
+    header = read_raw_header(buf)
+    dataset = header.dataset
+    if not dataset:
+        raise Unsupported("the data set is empty")
+    if not all(dataset[i].tag < dataset[i + 1].tag for i in range(len(dataset) - 1)):
+        raise Unsupported("the data set's elements are not in ascending tag order")
+    text = _Text(_codec(dataset))
+    for tag, meta_tag in ((_SOP_CLASS, 0x00020002), (_SOP_INSTANCE, 0x00020003)):
+        value = _single(_top(dataset, tag), text) or _single(_top(header.file_meta, meta_tag), text)
+        if not value or len(value) > 64 or not _UID.match(value):
+            raise Unsupported("a SOP Class or Instance UID is missing or invalid")
+    end = pixel_end(
+        header.pixel_value_offset,
+        header.pixel_length,
+        header.header_end,
+        header.file_size,
+        buf.read,
+    )
+    trailing_note = None
+    if end != header.file_size:
+        # Data Set Trailing Padding alone is dropped (meaningless by definition), as the pydicom
+        # engine does; anything else after the pixels is that engine's to de-identify.
+        if header.file_size - end > _MAX_TRAILING_PADDING:
+            raise Unsupported("more than 1 MiB follows the pixel data")
+        tail = buf.read(end, header.file_size)
+        trailing, _ = read_elements(
+            Buffer(tail, len(tail)), 0, len(tail), implicit=header.implicit, top=False
+        )
+        if [e.tag for e in trailing] != [_TRAILING_PADDING]:
+            raise Unsupported("elements other than trailing padding follow the pixel data")
+        trailing_note = "Data Set Trailing Padding dropped"
+
+    run = _RawRun(deid, _patient_identity(dataset, text), text, header.implicit)
+    run.collect(dataset)
+    new = run.walk(dataset)
+    original_name = (
+        text.values(e) if (e := _top(dataset, _PATIENT_NAME)) is not None and e.items is None else None
+    )
+    original_id = (
+        text.values(e) if (e := _top(dataset, _PATIENT_ID)) is not None and e.items is None else None
+    )
+    recorded = run.record(original_name, original_id)
+    replaced = {e.tag: e for e in run.recorded_elements(recorded)}
+    new = sorted([e for e in new if e.tag not in replaced] + list(replaced.values()), key=_tag_of)
+    meta = _file_meta(deid, header, new, text)
+    new_header = (
+        b"\x00" * 128 + b"DICM" + encode_file_meta(meta) + encode_elements(new, implicit=header.implicit)
+    )
+
+    held = burned_in_reasons_for(
+        _single(_top(dataset, 0x00280301), text),
+        _single(_top(dataset, _SOP_CLASS), text),
+        _single(_top(dataset, 0x00080060), text),
+    )
+    leak = check_leak_values(
+        run.identifying,
+        _text_triples(new + meta, text),
+        new_header,
+        set(run.uid_map.values()) | {DICOMFLOW_IMPLEMENTATION_UID},
+        recorded.own_text,
+    )
+    sop_instance = _single(_top(new, _SOP_INSTANCE), text) or None
+    return Prepared(
+        new_header=new_header,
+        pixel_start=header.header_end,
+        pixel_end=end,
+        new_trailing=b"",
+        trailing_note=trailing_note,
+        leak=leak,
+        held=held,
+        transfer_syntax=header.transfer_syntax,
+        sop_instance_uid=sop_instance,
+        actions=dict(run.actions),
+        header_bytes_read=header.bytes_read,
+        engine="raw",
+    )
+
+
+def _codec(dataset: list[Element]) -> str:
+    charset = _top(dataset, _SPECIFIC_CHARACTER_SET)
+    if charset is None:
+        return "latin-1"
+    names = charset.value.decode("ascii", "replace").rstrip("\0 ").split("\\")
+    if len(names) != 1 or names[0].strip() not in _CODECS:
+        raise Unsupported("a Specific Character Set this engine does not decode")
+    for e in walk(dataset):
+        if e.items is not None:
+            for item in e.items:
+                if _top(item, _SPECIFIC_CHARACTER_SET) is not None:
+                    raise Unsupported("a Specific Character Set inside a sequence item")
+    return _CODECS[names[0].strip()]
+
+
+def _file_meta(deid: Deidentifier, header: RawHeader, new: list[Element], text: _Text) -> list[Element]:
+    """As :func:`dicomflow.deid.actions._file_meta`: only what a file meta must say; AE titles and
+    private information are not carried over."""
+    sop_class = _single(_top(new, _SOP_CLASS), text) or _single(_top(header.file_meta, 0x00020002), text)
+    sop_instance = _single(_top(new, _SOP_INSTANCE), text)
+    if not sop_instance:
+        original = _single(_top(header.file_meta, 0x00020003), text)
+        sop_instance = remap_uid(deid.key, original) if original else ""
+    meta = [Element(0x00020001, "OB", b"\x00\x01")]
+    if sop_class:
+        meta.append(Element(0x00020002, "UI", text.encode("UI", [sop_class])))
+    if sop_instance:
+        meta.append(Element(0x00020003, "UI", text.encode("UI", [sop_instance])))
+    meta.append(Element(0x00020010, "UI", text.encode("UI", [header.transfer_syntax])))
+    meta.append(Element(0x00020012, "UI", text.encode("UI", [DICOMFLOW_IMPLEMENTATION_UID])))
+    meta.append(Element(0x00020013, "SH", text.encode("SH", [DICOMFLOW_IMPLEMENTATION_VERSION])))
+    return meta
+
+
+def _text_triples(elements: list[Element], text: _Text) -> list[tuple[int, str, str]]:
+    """(tag, VR, value) of every text value of the output, for the leak check."""
+    out: list[tuple[int, str, str]] = []
+    for e in walk(elements):
+        if e.items is None and e.value and e.vr in STRING_VRS:
+            out.extend((e.tag, e.vr, value) for value in text.values(e))
+    return out

@@ -1,0 +1,420 @@
+"""Data elements as bytes: read and write little-endian DICOM headers without pydicom.
+
+pydicom builds an object per element and decodes what it is asked for; for a de-identifier that
+touches a few dozen values of a CT slice's header and passes the rest through, that is most of the
+work (about 10 ms a file, plus 0.3 s to import pydicom in every process). This module reads a
+header into plain :class:`Element` records (tag, VR, value bytes, items for sequences) and writes
+them back, and nothing else: it never decodes a value, never guesses.
+
+It reads what a well-formed file of the common kind holds: a preamble, ``DICM``, an Explicit VR
+Little Endian file meta, and a data set in Implicit or Explicit VR Little Endian (native or
+encapsulated pixels). Anything else -- big endian, deflated, no file meta, a VR it does not know,
+an undefined length outside a sequence, a UN element that pydicom would re-read with the
+dictionary's VR, a length running past the end -- raises :class:`Unsupported`: the caller then hands
+the file to pydicom, which reads more kinds of damage and says precisely what is wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from dicomflow.dicom.dictionary import dictionary_vr
+from dicomflow.dicom.errors import PixelDataError
+
+#: Explicit VRs whose element header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+#: Every VR of PS3.5 Table 6.2-1.
+KNOWN_VRS = LONG_VRS | frozenset(
+    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS"}
+    | {"ST", "TM", "UI", "UL", "US"}
+)
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+#: Tags at which a header ends (as pydicom's ``stop_before_pixels``): (Float/Double Float) Pixel Data.
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+#: Transfer syntaxes this module reads: the two native little-endian ones and the encapsulated ones
+#: (Explicit VR Little Endian data sets); big endian and deflated are pydicom's.
+LITTLE_ENDIAN_SYNTAXES = frozenset(
+    {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.1.98", "1.2.840.10008.1.2.5"}
+    | {f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93, 94, 95)}
+    | {f"1.2.840.10008.1.2.4.{n}" for n in (100, 101, 102, 103, 104, 105, 106, 107, 108)}
+    | {f"1.2.840.10008.1.2.4.{n}" for n in (110, 111, 112, 201, 202, 203)}
+)
+
+_TAG_LENGTH = struct.Struct("<HHL")  # implicit VR element header; also item and delimiter headers
+_TAG_VR_SHORT = struct.Struct("<HH2sH")  # explicit VR, 2-byte length
+_LENGTH = struct.Struct("<L")
+_PACK_SHORT = struct.Struct("<HH2sH").pack
+_PACK_LONG = struct.Struct("<HH2s2xL").pack
+_PACK_IMPLICIT = struct.Struct("<HHL").pack
+_SEQUENCE_END = _PACK_IMPLICIT(0xFFFE, 0xE0DD, 0)
+_ITEM_START = _PACK_IMPLICIT(0xFFFE, 0xE000, UNDEFINED)
+_ITEM_END = _PACK_IMPLICIT(0xFFFE, 0xE00D, 0)
+
+
+class Unsupported(Exception):
+    """This module does not read (or write) that file; pydicom may. The message says why and
+    never quotes a value."""
+
+
+class Element:
+    """One data element: ``value`` holds its bytes as read (empty for a sequence), ``items`` a
+    sequence's items, each a list of elements."""
+
+    __slots__ = ("items", "tag", "text", "value", "vr")
+
+    def __init__(
+        self, tag: int, vr: str, value: bytes = b"", items: list[list[Element]] | None = None
+    ) -> None:
+        self.tag = tag
+        self.vr = vr
+        self.value = value
+        self.items = items
+        self.text: list[str] | None = None  # the values decoded, once (see dicomflow.deid.rewrite)
+
+    def __repr__(self) -> str:  # tags and sizes only: values may be patient data
+        size = f"{len(self.items)} items" if self.items is not None else f"{len(self.value)} bytes"
+        return f"Element(({self.tag >> 16:04X},{self.tag & 0xFFFF:04X}) {self.vr}, {size})"
+
+
+class Buffer:
+    """Bytes of a file addressed by offset: all of them (``bytes``, ``mmap``), or a prefix that
+    ``read_range(start, end)`` extends on demand in doubling blocks (an object store)."""
+
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview | None,
+        size: int,
+        read_range: Callable[[int, int], bytes] | None = None,
+        initial: int = 64 * 1024,
+    ) -> None:
+        self.size = size
+        self._read_range = read_range
+        self._block = initial
+        self.data: bytes | bytearray | memoryview = data if data is not None else bytearray()
+        self.complete = data is not None
+
+    def need(self, end: int) -> None:
+        """Make ``[0, end)`` addressable; :class:`Unsupported` if the file is shorter."""
+        if end > self.size:
+            raise Unsupported("an element runs past the end of the file")
+        if self.complete or end <= len(self.data):
+            return
+        assert self._read_range is not None and isinstance(self.data, bytearray)
+        start = len(self.data)
+        stop = min(self.size, max(end, start + self._block))
+        chunk = self._read_range(start, stop)
+        if len(chunk) != stop - start:
+            raise Unsupported("the object is shorter than its reported size")
+        self.data += chunk
+        self._block *= 2
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)``: from the prefix if it holds them, else one ranged read (the
+        prefix is not extended over pixels)."""
+        if stop > self.size:
+            raise Unsupported("an element runs past the end of the file")
+        if self.complete or stop <= len(self.data):
+            return bytes(self.data[start:stop])
+        assert self._read_range is not None
+        data = self._read_range(start, stop)
+        if len(data) != stop - start:
+            raise Unsupported("the object is shorter than its reported size")
+        return data
+
+    @property
+    def bytes_read(self) -> int:
+        return self.size if self.complete else len(self.data)
+
+
+def vr_for_implicit(tag: int) -> str:
+    """The VR an implicit-VR element is read with: the dictionary's (ambiguous ones as the
+    dictionary spells them, "US or SS"), LO for private creators, UN for anything else."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if group & 1:
+        return "LO" if 0x0010 <= element <= 0x00FF else "UN"
+    return dictionary_vr(tag) or "UN"
+
+
+def read_elements(
+    buf: Buffer, pos: int, end: int | None, *, implicit: bool, top: bool
+) -> tuple[list[Element], int]:
+    """Elements from ``pos`` up to ``end`` (``None``: to an item delimiter, or at the top level
+    to the pixel element or the end of the file). Returns them and the offset where reading stopped
+    (at the top level: the pixel element's tag, or the end of the file)."""
+    out: list[Element] = []
+    data = buf.data
+    limit = buf.size if end is None else end
+    while pos < limit:
+        buf.need(pos + 8)
+        data = buf.data
+        group, elem, length = _TAG_LENGTH.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if top and tag in PIXEL_TAGS:
+            return out, pos
+        if group == 0xFFFE:
+            if tag == ITEM_DELIMITER and end is None and not top:
+                return out, pos + 8
+            raise Unsupported("an item or delimiter tag where a data element belongs")
+        if implicit:
+            vr = vr_for_implicit(tag)
+            pos += 8
+        else:
+            vr_bytes = bytes(data[pos + 4 : pos + 6])
+            vr = vr_bytes.decode("ascii", "replace")
+            if vr not in KNOWN_VRS:
+                raise Unsupported("an element has a VR this reader does not know")
+            if vr in LONG_VRS:
+                buf.need(pos + 12)
+                data = buf.data
+                (length,) = _LENGTH.unpack_from(data, pos + 8)
+                pos += 12
+            else:
+                length = _TAG_VR_SHORT.unpack_from(data, pos)[3]
+                pos += 8
+            if vr == "UN" and not group & 1 and dictionary_vr(tag) is not None:
+                # pydicom re-reads a public UN element with the dictionary's VR: leave it to pydicom
+                raise Unsupported("a public element is encoded as UN")
+        if vr == "SQ":
+            items, pos = _read_sequence(buf, pos, length, implicit=implicit)
+            out.append(Element(tag, "SQ", b"", items))
+            continue
+        if length == UNDEFINED:
+            raise Unsupported("an undefined length outside a sequence")
+        buf.need(pos + length)
+        out.append(Element(tag, vr, bytes(buf.data[pos : pos + length])))
+        pos += length
+    if end is not None and pos != end:
+        raise Unsupported("an item's elements overrun its length")
+    if end is None and not top:
+        raise Unsupported("an item has no delimiter")
+    return out, pos
+
+
+def _read_sequence(buf: Buffer, pos: int, length: int, *, implicit: bool) -> tuple[list[list[Element]], int]:
+    items: list[list[Element]] = []
+    end = None if length == UNDEFINED else pos + length
+    while end is None or pos < end:
+        buf.need(pos + 8)
+        group, elem, item_length = _TAG_LENGTH.unpack_from(buf.data, pos)
+        tag = group << 16 | elem
+        pos += 8
+        if tag == SEQUENCE_DELIMITER and end is None:
+            return items, pos
+        if tag != ITEM:
+            raise Unsupported("a sequence holds something other than items")
+        if item_length == UNDEFINED:
+            elements, pos = read_elements(buf, pos, None, implicit=implicit, top=False)
+        else:
+            elements, pos = read_elements(buf, pos, pos + item_length, implicit=implicit, top=False)
+        items.append(elements)
+    if pos != end:
+        raise Unsupported("a sequence's items overrun its length")
+    return items, pos
+
+
+@dataclass(frozen=True)
+class RawHeader:
+    """A file's header as elements, and where its pixels are (offsets into the file)."""
+
+    file_meta: list[Element]
+    dataset: list[Element]
+    transfer_syntax: str
+    implicit: bool
+    header_end: int  # offset of the pixel element's tag (file size if there is none)
+    pixel_tag: int | None
+    pixel_value_offset: int | None
+    pixel_length: int | None  # None: undefined (encapsulated) or no pixels
+    file_size: int
+    bytes_read: int
+
+
+def read_raw_header(buf: Buffer) -> RawHeader:
+    """Parse preamble, file meta and data set up to the pixels; :class:`Unsupported` otherwise.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> data = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    >>> header = read_raw_header(Buffer(data, len(data)))
+    >>> header.transfer_syntax, header.pixel_length, len(header.dataset) > 50
+    ('1.2.840.10008.1.2.1', 32768, True)
+    """
+    buf.need(132)
+    if bytes(buf.data[128:132]) != b"DICM":
+        raise Unsupported("no preamble and DICM prefix")
+    meta: list[Element] = []
+    pos = 132
+    while pos + 8 <= buf.size:
+        buf.need(pos + 8)
+        group = _TAG_LENGTH.unpack_from(buf.data, pos)[0]
+        if group != 0x0002:
+            break
+        elements, pos = _read_one_explicit(buf, pos)
+        meta.extend(elements)
+    syntax = next((e for e in meta if e.tag == 0x00020010), None)
+    if syntax is None:
+        raise Unsupported("the file meta has no Transfer Syntax UID")
+    transfer_syntax = syntax.value.decode("ascii", "replace").rstrip("\0 ")
+    if transfer_syntax not in LITTLE_ENDIAN_SYNTAXES:
+        raise Unsupported("the transfer syntax is not a little-endian one this reader handles")
+    implicit = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    dataset, header_end = read_elements(buf, pos, None, implicit=implicit, top=True)
+    pixel_tag = value_offset = length = None
+    if header_end < buf.size:
+        pixel_tag, offset, length = pixel_element_header(_peek(buf, header_end), implicit)
+        value_offset = header_end + offset
+        if length is not None and value_offset + length > buf.size:
+            raise Unsupported("the pixel element's length runs past the end of the file")
+    return RawHeader(
+        meta,
+        dataset,
+        transfer_syntax,
+        implicit,
+        header_end,
+        pixel_tag,
+        value_offset,
+        length,
+        buf.size,
+        buf.bytes_read,
+    )
+
+
+def _peek(buf: Buffer, pos: int) -> bytes:
+    end = min(buf.size, pos + 12)
+    buf.need(end)
+    return bytes(buf.data[pos:end])
+
+
+def _read_one_explicit(buf: Buffer, pos: int) -> tuple[list[Element], int]:
+    buf.need(pos + 8)
+    vr = bytes(buf.data[pos + 4 : pos + 6]).decode("ascii", "replace")
+    if vr not in KNOWN_VRS or vr == "SQ":
+        raise Unsupported("the file meta is not Explicit VR Little Endian")
+    elements, end = _one_element(buf, pos, vr)
+    return elements, end
+
+
+def _one_element(buf: Buffer, pos: int, vr: str) -> tuple[list[Element], int]:
+    group, elem = struct.unpack_from("<HH", buf.data, pos)
+    if vr in LONG_VRS:
+        buf.need(pos + 12)
+        (length,) = _LENGTH.unpack_from(buf.data, pos + 8)
+        pos += 12
+    else:
+        length = _TAG_VR_SHORT.unpack_from(buf.data, pos)[3]
+        pos += 8
+    if length == UNDEFINED:
+        raise Unsupported("an undefined length in the file meta")
+    buf.need(pos + length)
+    return [Element(group << 16 | elem, vr, bytes(buf.data[pos : pos + length]))], pos + length
+
+
+def pixel_element_header(raw: bytes, implicit: bool, little: bool = True) -> tuple[int, int, int | None]:
+    """(tag, value offset from the tag, length or None if undefined) of the element header in ``raw``."""
+    endian = "<" if little else ">"
+    if len(raw) < 8:
+        raise Unsupported("the file ends inside the pixel element's header")
+    group, elem = struct.unpack(endian + "HH", raw[:4])
+    tag = group << 16 | elem
+    # Some writers encode Pixel Data implicitly in an explicit-VR file (pydicom tolerates it too).
+    if implicit or not (raw[4:6].isalpha() and raw[4:6].isupper()):
+        (length,) = struct.unpack(endian + "L", raw[4:8])
+        offset = 8
+    elif raw[4:6].decode("ascii") in LONG_VRS:
+        if len(raw) < 12:
+            raise Unsupported("the file ends inside the pixel element's header")
+        (length,) = struct.unpack(endian + "L", raw[8:12])
+        offset = 12
+    else:
+        (length,) = struct.unpack(endian + "H", raw[6:8])
+        offset = 8
+    return tag, offset, None if length == UNDEFINED else length
+
+
+def pixel_end(
+    value_offset: int | None,
+    length: int | None,
+    header_end: int,
+    file_size: int,
+    read_range: Callable[[int, int], bytes],
+    little: bool = True,
+) -> int:
+    """Offset just past the pixel element (its sequence delimiter when encapsulated)."""
+    if value_offset is None:
+        return header_end
+    if length is not None:
+        return value_offset + length
+    endian = "<" if little else ">"
+    delimiter = struct.pack(endian + "HHL", 0xFFFE, 0xE0DD, 0)
+    if file_size - value_offset >= 8 and read_range(file_size - 8, file_size) == delimiter:
+        return file_size  # the common case: nothing after the pixels, no need to walk the items
+    pos = value_offset
+    while pos + 8 <= file_size:
+        group, elem, item_length = struct.unpack(endian + "HHL", read_range(pos, pos + 8))
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return pos + 8
+        if (group, elem) != (0xFFFE, 0xE000) or item_length == UNDEFINED:
+            raise PixelDataError("encapsulated Pixel Data holds something other than items")
+        pos += 8 + item_length
+    raise PixelDataError("encapsulated Pixel Data has no sequence delimiter before the end of the file")
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+def encode_elements(elements: list[Element], *, implicit: bool) -> bytes:
+    """The elements (sorted by tag by the caller) in Implicit or Explicit VR Little Endian;
+    sequences and items with undefined lengths."""
+    parts: list[bytes] = []
+    _encode_into(parts, elements, implicit)
+    return b"".join(parts)
+
+
+def _encode_into(parts: list[bytes], elements: list[Element], implicit: bool) -> None:
+    append = parts.append
+    for e in elements:
+        tag = e.tag
+        if e.items is not None:
+            if implicit:
+                append(_PACK_IMPLICIT(tag >> 16, tag & 0xFFFF, UNDEFINED))
+            else:
+                append(_PACK_LONG(tag >> 16, tag & 0xFFFF, b"SQ", UNDEFINED))
+            for item in e.items:
+                append(_ITEM_START)
+                _encode_into(parts, item, implicit)
+                append(_ITEM_END)
+            append(_SEQUENCE_END)
+            continue
+        value = e.value
+        if implicit:
+            append(_PACK_IMPLICIT(tag >> 16, tag & 0xFFFF, len(value)))
+        elif e.vr in LONG_VRS:
+            append(_PACK_LONG(tag >> 16, tag & 0xFFFF, e.vr.encode("ascii"), len(value)))
+        else:
+            if len(value) > 0xFFFF:
+                raise Unsupported("a value too long for its VR's 2-byte length")
+            append(_PACK_SHORT(tag >> 16, tag & 0xFFFF, e.vr.encode("ascii"), len(value)))
+        append(value)
+
+
+def encode_file_meta(elements: list[Element]) -> bytes:
+    """Group 0002 (sorted, without a group length) with its File Meta Information Group Length,
+    in Explicit VR Little Endian as PS3.10 requires."""
+    body = encode_elements(elements, implicit=False)
+    return _PACK_SHORT(0x0002, 0x0000, b"UL", 4) + struct.pack("<L", len(body)) + body
+
+
+def walk(elements: list[Element]) -> Iterator[Element]:
+    """Every element, depth first, sequences' items included (the sequence element first)."""
+    for e in elements:
+        yield e
+        if e.items is not None:
+            for item in e.items:
+                yield from walk(item)
