@@ -115,7 +115,16 @@ def hash_bytes(data: Buffer) -> str:
     return blake3(data, max_threads=threads).hexdigest()
 
 
-def copy_pixels(src_fd: int, start: int, length: int, dst_fd: int, *, verify: bool = True) -> PixelProof:
+def copy_pixels(
+    src_fd: int,
+    start: int,
+    length: int,
+    dst_fd: int,
+    *,
+    verify: bool = True,
+    before: str | None = None,
+    source: Buffer | None = None,
+) -> PixelProof:
     """Append bytes ``[start, start + length)`` of ``src_fd`` at ``dst_fd``'s current position.
 
     The caller has written the new header already and writes the trailing elements after: on
@@ -130,6 +139,13 @@ def copy_pixels(src_fd: int, start: int, length: int, dst_fd: int, *, verify: bo
         The byte range of the source to copy (the Pixel Data element and what follows it).
     verify
         Hash the source range and the written destination range (default). Off: copy only.
+    before
+        The source range's digest, taken already (:func:`hash_file_range`, while the caller was
+        busy with the header): only the destination is hashed here. A source that changed since
+        shows as a mismatch.
+    source
+        The range's bytes, read already by the caller (a small file read whole in one call):
+        used instead of reading the range again. Ignored for ranges of :data:`SMALL_RANGE` and more.
 
     Returns
     -------
@@ -163,14 +179,43 @@ def copy_pixels(src_fd: int, start: int, length: int, dst_fd: int, *, verify: bo
     if os.fstat(src_fd).st_size < start + length:
         raise DeidentificationError(_SHRANK)
     if length < SMALL_RANGE:
-        proof = _copy_small(src_fd, start, length, dst_fd, base, verify)
+        proof = _copy_small(src_fd, start, length, dst_fd, base, verify, before, source)
     elif verify:
-        proof = _copy_verified(src_fd, start, length, dst_fd, base)
+        proof = _copy_verified(src_fd, start, length, dst_fd, base, before)
     else:
         _copy(src_fd, start, length, dst_fd, base, None)
         proof = _UNVERIFIED
     os.lseek(dst_fd, base + length, os.SEEK_SET)
     return proof
+
+
+def hash_file_range(fd: int, start: int, length: int) -> str:
+    """The BLAKE3 hex digest of ``[start, start + length)`` of ``fd``, through read-only mmap windows
+    of :data:`WINDOW` hashed on every core (the GIL is released: run it beside other work).
+
+    Raises
+    ------
+    DeidentificationError
+        The file ends before the range does.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryFile() as f:
+    ...     _ = f.write(b"headerPIXELS")
+    ...     f.flush()
+    ...     hash_file_range(f.fileno(), 6, 6) == hash_bytes(b"PIXELS")
+    True
+    """
+    if os.fstat(fd).st_size < start + length:
+        raise DeidentificationError(_SHRANK)
+    hasher = blake3(max_threads=blake3.AUTO)
+    pos = 0
+    while pos < length:
+        end = min(length, pos + WINDOW)
+        _hash_mapped(fd, start + pos, end - pos, hasher)
+        pos = end
+    return hasher.hexdigest()
 
 
 def hash_object_range(
@@ -242,11 +287,21 @@ def _pwrite_all(fd: int, data: Buffer, offset: int) -> None:
         offset += n
 
 
-def _copy_small(src_fd: int, start: int, length: int, dst_fd: int, base: int, verify: bool) -> PixelProof:
-    data = os.pread(src_fd, length, start)
-    if len(data) != length:
+def _copy_small(
+    src_fd: int,
+    start: int,
+    length: int,
+    dst_fd: int,
+    base: int,
+    verify: bool,
+    before: str | None,
+    source: Buffer | None,
+) -> PixelProof:
+    data = source if source is not None else os.pread(src_fd, length, start)
+    if memoryview(data).nbytes != length:
         raise DeidentificationError(_SHRANK)
-    before = hash_bytes(data) if verify else None
+    if verify and before is None:
+        before = hash_bytes(data)
     _pwrite_all(dst_fd, data, base)
     if not verify:
         return _UNVERIFIED
@@ -344,15 +399,18 @@ def _hash_behind(fd: int, offset: int, length: int, progress: _Progress) -> str 
     return hasher.hexdigest()
 
 
-def _copy_verified(src_fd: int, start: int, length: int, dst_fd: int, base: int) -> PixelProof:
-    """The copy in this thread; the source's and the destination's hashes in two others, behind it."""
+def _copy_verified(
+    src_fd: int, start: int, length: int, dst_fd: int, base: int, source_hash: str | None
+) -> PixelProof:
+    """The copy in this thread; the source's (unless given) and the destination's hashes in two
+    others, behind it."""
     progress = _Progress()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix=_THREAD_PREFIX) as pool:
-        before = pool.submit(_hash_behind, src_fd, start, length, progress)
+        before = pool.submit(_hash_behind, src_fd, start, length, progress) if source_hash is None else None
         after = pool.submit(_hash_behind, dst_fd, base, length, progress)
         _copy(src_fd, start, length, dst_fd, base, progress)
         # A hash that failed stopped the copy: its exception is the one to raise.
-        proof = PixelProof(ALGORITHM, before.result(), after.result())
+        proof = PixelProof(ALGORITHM, before.result() if before else source_hash, after.result())
     if proof.before is None or proof.after is None:  # pragma: no cover - a stop always has a cause
         raise DeidentificationError("the pixel copy stopped before its end")
     return proof

@@ -10,9 +10,9 @@ identifying, which is the conservative reading.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from dicomflow.deid.options import DeidOptions
@@ -40,23 +40,28 @@ class ConfidentialityProfile:
     masks: tuple[tuple[int, int, str], ...]  # (mask, value, action) for 50xx / 60xx entries
     private_action: str
     keywords: dict[int, str]
+    _resolved: dict[int, str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def action(self, tag: int) -> str | None:
         """The action for a public tag, ``None`` if Table E.1-1 does not list it."""
+        try:
+            return self._resolved[tag]
+        except KeyError:
+            pass
         found = self.actions.get(tag)
-        if found is not None:
-            return found
-        for mask, value, action in self.masks:
-            if tag & mask == value:
-                return action
-        return None
+        if found is None:
+            found = next((action for mask, value, action in self.masks if tag & mask == value), None)
+        if len(self._resolved) < 65536:  # every tag seen, masks included, answered by one look-up
+            self._resolved[tag] = found
+        return found
 
 
 @cache
 def table() -> dict[str, Any]:
     """The generated Table E.1-1 document (edition, sources, attributes)."""
-    text = resources.files("dicomflow.deid").joinpath("data/ps3.15_table_e1-1.json").read_text()
-    data: dict[str, Any] = json.loads(text)
+    # A plain path rather than importlib.resources, whose import costs more than reading the file.
+    with open(os.path.join(os.path.dirname(__file__), "data", "ps3.15_table_e1-1.json"), "rb") as file:
+        data: dict[str, Any] = json.loads(file.read())
     return data
 
 

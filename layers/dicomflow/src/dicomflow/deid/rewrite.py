@@ -17,6 +17,7 @@ engines' outputs are compared on every file pydicom ships (``tests/unit/test_dei
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from dicomflow.deid.burned_in import burned_in_reasons_for
 from dicomflow.deid.leakcheck import check_leak_values
@@ -44,7 +45,6 @@ from dicomflow.dicom.elements import (
     pixel_end,
     read_elements,
     read_raw_header,
-    walk,
 )
 
 #: Specific Character Set values this engine decodes (pydicom's codecs for them).
@@ -232,8 +232,13 @@ def _single(e: Element | None, text: _Text) -> str:
     return "\\".join(text.values(e))
 
 
-def prepare_raw(buf: Buffer, deid: Deidentifier) -> Prepared:
+def prepare_raw(
+    buf: Buffer, deid: Deidentifier, on_pixels: Callable[[int, int], None] | None = None
+) -> Prepared:
     """De-identify a header read from ``buf`` and leak-check the result.
+
+    ``on_pixels(start, end)`` is called as soon as the pixel range is known, before the header is
+    rewritten: the caller may start hashing the source's pixels meanwhile.
 
     Raises
     ------
@@ -246,7 +251,7 @@ def prepare_raw(buf: Buffer, deid: Deidentifier) -> Prepared:
         raise Unsupported("the data set is empty")
     if not all(dataset[i].tag < dataset[i + 1].tag for i in range(len(dataset) - 1)):
         raise Unsupported("the data set's elements are not in ascending tag order")
-    text = _Text(_codec(dataset))
+    text = _Text(_codec(dataset, buf))
     for tag, meta_tag in ((_SOP_CLASS, 0x00020002), (_SOP_INSTANCE, 0x00020003)):
         value = _single(_top(dataset, tag), text) or _single(_top(header.file_meta, meta_tag), text)
         if not value or len(value) > 64 or not _UID.match(value):
@@ -271,6 +276,8 @@ def prepare_raw(buf: Buffer, deid: Deidentifier) -> Prepared:
         if [e.tag for e in trailing] != [_TRAILING_PADDING]:
             raise Unsupported("elements other than trailing padding follow the pixel data")
         trailing_note = "Data Set Trailing Padding dropped"
+    if on_pixels is not None and end > header.header_end:
+        on_pixels(header.header_end, end)
 
     run = _RawRun(deid, _patient_identity(dataset, text), text, header.implicit)
     run.collect(dataset)
@@ -318,18 +325,15 @@ def prepare_raw(buf: Buffer, deid: Deidentifier) -> Prepared:
     )
 
 
-def _codec(dataset: list[Element]) -> str:
+def _codec(dataset: list[Element], buf: Buffer) -> str:
     charset = _top(dataset, _SPECIFIC_CHARACTER_SET)
+    if buf.nested_character_set:
+        raise Unsupported("a Specific Character Set inside a sequence item")
     if charset is None:
         return "latin-1"
     names = charset.value.decode("ascii", "replace").rstrip("\0 ").split("\\")
     if len(names) != 1 or names[0].strip() not in _CODECS:
         raise Unsupported("a Specific Character Set this engine does not decode")
-    for e in walk(dataset):
-        if e.items is not None:
-            for item in e.items:
-                if _top(item, _SPECIFIC_CHARACTER_SET) is not None:
-                    raise Unsupported("a Specific Character Set inside a sequence item")
     return _CODECS[names[0].strip()]
 
 
@@ -353,9 +357,14 @@ def _file_meta(deid: Deidentifier, header: RawHeader, new: list[Element], text: 
 
 
 def _text_triples(elements: list[Element], text: _Text) -> list[tuple[int, str, str]]:
-    """(tag, VR, value) of every text value of the output, for the leak check."""
+    """(tag, VR, value) of every text value of the output, nested ones included, for the leak check."""
     out: list[tuple[int, str, str]] = []
-    for e in walk(elements):
-        if e.items is None and e.value and e.vr in STRING_VRS:
-            out.extend((e.tag, e.vr, value) for value in text.values(e))
+    stack = [elements]
+    while stack:
+        for e in stack.pop():
+            if e.items is not None:
+                stack.extend(e.items)
+            elif e.value and e.vr in STRING_VRS:
+                tag, vr = e.tag, e.vr
+                out.extend((tag, vr, value) for value in text.values(e))
     return out

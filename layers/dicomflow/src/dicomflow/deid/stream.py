@@ -22,10 +22,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dicomflow.deid.pixels import ALGORITHM, copy_pixels, hash_object_range
+from dicomflow.deid.pixels import ALGORITHM, SMALL_RANGE, copy_pixels, hash_file_range, hash_object_range
 from dicomflow.deid.policy import Deidentifier
 from dicomflow.deid.prepared import Prepared
 from dicomflow.deid.report import FileReport, Verdict
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 ReadRange = Callable[[int, int], bytes]
 
+#: Files up to this size are read whole, in one call (a CT slice: 0.5 MiB).
+SMALL_FILE = 4 * 1024 * 1024
 #: Part size when pixels must stream through this process (another store): memory per part.
 STREAM_PART = 8 * 1024 * 1024
 #: S3's minimum part size (every part but the last); the same as ``dicomflow.storage.MIN_PART_SIZE``,
@@ -49,7 +52,13 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 COPY_PART = 1024 * 1024 * 1024
 
 
-def prepare(read_range: ReadRange, size: int, deid: Deidentifier) -> Prepared | Deflated:
+def prepare(
+    read_range: ReadRange,
+    size: int,
+    deid: Deidentifier,
+    on_pixels: Callable[[int, int], None] | None = None,
+    whole: bytes | None = None,
+) -> Prepared | Deflated:
     """The new header of the file behind ``read_range``: by the byte-level engine if it takes the
     file, else by pydicom (which also decides what is wrong with a file nobody can take).
 
@@ -60,9 +69,13 @@ def prepare(read_range: ReadRange, size: int, deid: Deidentifier) -> Prepared | 
     """
     if size == 0:
         raise NotDicomError("the file is empty")
-    buf = Buffer(None, size, read_range)
+    buf = (
+        Buffer(whole, size, read_range)
+        if whole is not None and len(whole) == size
+        else Buffer(None, size, read_range)
+    )
     try:
-        return prepare_raw(buf, deid)
+        return prepare_raw(buf, deid, on_pixels)
     except StorageError:
         raise  # the workflow retries transient storage errors: not a verdict on the file
     except Exception:  # noqa: BLE001 - Unsupported, or input the byte-level engine did not foresee
@@ -112,26 +125,43 @@ def deidentify_file(
     fd = os.open(src_path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
+        # A small file (a CT slice) is read in one call, header and pixels, and never again.
+        whole = os.pread(fd, size, 0) if size <= SMALL_FILE else None
 
         def read_range(start: int, end: int) -> bytes:
-            return os.pread(fd, end - start, start)
+            return whole[start:end] if whole is not None else os.pread(fd, end - start, start)
 
+        early = _EarlyHash(fd) if verify_pixels else None
         try:
-            prepared = prepare(read_range, size, deid)
+            prepared = prepare(read_range, size, deid, early.start if early else None, whole)
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop a tree; nothing written
+            if early is not None:
+                early.discard()
             return _refused(report, exc)
+        before = early.result(prepared) if early is not None else None
         if not isinstance(prepared, Prepared):
             return _write_deflated_local(prepared, report, dst_path, held_dst)
         prepared.fill(report)
         target = _target(report, dst_path, held_dst)
         if target is None:
             return report
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(target)
         partial = target.with_name(target.name + ".partial")
         out_fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(out_fd, prepared.new_header)
-            proof = copy_pixels(fd, prepared.pixel_start, prepared.pixel_length, out_fd, verify=verify_pixels)
+            source = (
+                memoryview(whole)[prepared.pixel_start : prepared.pixel_end] if whole is not None else None
+            )
+            proof = copy_pixels(
+                fd,
+                prepared.pixel_start,
+                prepared.pixel_length,
+                out_fd,
+                verify=verify_pixels,
+                before=before,
+                source=source,
+            )
             _write_all(out_fd, prepared.new_trailing)
         except BaseException:
             os.close(out_fd)
@@ -153,6 +183,53 @@ def deidentify_file(
     finally:
         os.close(fd)
         report.seconds = round(time.perf_counter() - started, 4)
+
+
+class _EarlyHash:
+    """The source's pixel hash, taken in a thread while the header is rewritten (BLAKE3 releases
+    the GIL; the rewrite holds it): on a 1 GB file the hash then costs no wall time. Only for
+    ranges the small-file path would not read into memory anyway."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._range: tuple[int, int] | None = None
+        self._future: Future[str] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, start: int, end: int) -> None:
+        if end - start < SMALL_RANGE:
+            return
+        self._range = (start, end)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomflow-early-hash")
+        self._future = self._pool.submit(hash_file_range, self._fd, start, end - start)
+
+    def result(self, prepared: Prepared | Deflated) -> str | None:
+        """The digest, if it was taken over the range ``prepared`` copies (else None: hash as usual)."""
+        if self._future is None or self._pool is None:
+            return None
+        try:
+            digest = self._future.result()
+        finally:
+            self._pool.shutdown()
+        same = isinstance(prepared, Prepared) and self._range == (prepared.pixel_start, prepared.pixel_end)
+        return digest if same else None
+
+    def discard(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+_MADE: set[Path] = set()
+
+
+def _make_parent(target: Path) -> None:
+    """``mkdir -p`` of the target's folder, once per folder per process (a series: 300 files, one folder)."""
+    parent = target.parent
+    if parent not in _MADE:
+        parent.mkdir(parents=True, exist_ok=True)
+        if len(_MADE) > 4096:
+            _MADE.clear()
+        _MADE.add(parent)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -49,6 +49,9 @@ LITTLE_ENDIAN_SYNTAXES = frozenset(
 
 _TAG_LENGTH = struct.Struct("<HHL")  # implicit VR element header; also item and delimiter headers
 _TAG_VR_SHORT = struct.Struct("<HH2sH")  # explicit VR, 2-byte length
+_unpack_implicit = _TAG_LENGTH.unpack_from
+_unpack_explicit = _TAG_VR_SHORT.unpack_from
+_VR_OF = {vr.encode("ascii"): vr for vr in KNOWN_VRS}
 _LENGTH = struct.Struct("<L")
 _PACK_SHORT = struct.Struct("<HH2sH").pack
 _PACK_LONG = struct.Struct("<HH2s2xL").pack
@@ -99,6 +102,8 @@ class Buffer:
         self._block = initial
         self.data: bytes | bytearray | memoryview = data if data is not None else bytearray()
         self.complete = data is not None
+        #: A Specific Character Set inside a sequence item was read (its text is in another charset).
+        self.nested_character_set = False
 
     def need(self, end: int) -> None:
         """Make ``[0, end)`` addressable; :class:`Unsupported` if the file is shorter."""
@@ -148,48 +153,71 @@ def read_elements(
     """Elements from ``pos`` up to ``end`` (``None``: to an item delimiter, or at the top level
     to the pixel element or the end of the file). Returns them and the offset where reading stopped
     (at the top level: the pixel element's tag, or the end of the file)."""
+    # The loop every element of a header goes through (80 000 in a 2000-frame one): one unpack
+    # per element header, and the buffer is asked for more only when it runs short.
     out: list[Element] = []
+    append = out.append
+    size = buf.size
+    limit = size if end is None else end
     data = buf.data
-    limit = buf.size if end is None else end
+    have = size if buf.complete else len(data)
     while pos < limit:
-        buf.need(pos + 8)
-        data = buf.data
-        group, elem, length = _TAG_LENGTH.unpack_from(data, pos)
-        tag = group << 16 | elem
-        if top and tag in PIXEL_TAGS:
-            return out, pos
-        if group == 0xFFFE:
-            if tag == ITEM_DELIMITER and end is None and not top:
-                return out, pos + 8
-            raise Unsupported("an item or delimiter tag where a data element belongs")
+        if pos + 12 > have:
+            buf.need(min(pos + 12, size))
+            data = buf.data
+            have = size if buf.complete else len(data)
+            if pos + 8 > have:
+                raise Unsupported("an element runs past the end of the file")
         if implicit:
+            group, elem, length = _unpack_implicit(data, pos)
+            tag = group << 16 | elem
+            if top and tag in PIXEL_TAGS:
+                return out, pos
+            if group == 0xFFFE:
+                if tag == ITEM_DELIMITER and end is None and not top:
+                    return out, pos + 8
+                raise Unsupported("an item or delimiter tag where a data element belongs")
             vr = vr_for_implicit(tag)
             pos += 8
         else:
-            vr_bytes = bytes(data[pos + 4 : pos + 6])
-            vr = vr_bytes.decode("ascii", "replace")
-            if vr not in KNOWN_VRS:
+            group, elem, vr_bytes, length = _unpack_explicit(data, pos)
+            tag = group << 16 | elem
+            if top and tag in PIXEL_TAGS:
+                return out, pos
+            if group == 0xFFFE:
+                if tag == ITEM_DELIMITER and end is None and not top:
+                    return out, pos + 8
+                raise Unsupported("an item or delimiter tag where a data element belongs")
+            vr = _VR_OF.get(vr_bytes)  # type: ignore[assignment]
+            if vr is None:
                 raise Unsupported("an element has a VR this reader does not know")
             if vr in LONG_VRS:
-                buf.need(pos + 12)
-                data = buf.data
+                if pos + 12 > have:
+                    raise Unsupported("an element runs past the end of the file")
                 (length,) = _LENGTH.unpack_from(data, pos + 8)
                 pos += 12
             else:
-                length = _TAG_VR_SHORT.unpack_from(data, pos)[3]
                 pos += 8
             if vr == "UN" and not group & 1 and dictionary_vr(tag) is not None:
                 # pydicom re-reads a public UN element with the dictionary's VR: leave it to pydicom
                 raise Unsupported("a public element is encoded as UN")
+        if tag == 0x00080005 and not top:
+            buf.nested_character_set = True
         if vr == "SQ":
             items, pos = _read_sequence(buf, pos, length, implicit=implicit)
-            out.append(Element(tag, "SQ", b"", items))
+            append(Element(tag, "SQ", b"", items))
+            data = buf.data
+            have = size if buf.complete else len(data)
             continue
         if length == UNDEFINED:
             raise Unsupported("an undefined length outside a sequence")
-        buf.need(pos + length)
-        out.append(Element(tag, vr, bytes(buf.data[pos : pos + length])))
-        pos += length
+        stop = pos + length
+        if stop > have:
+            buf.need(stop)
+            data = buf.data
+            have = size if buf.complete else len(data)
+        append(Element(tag, vr, bytes(data[pos:stop])))
+        pos = stop
     if end is not None and pos != end:
         raise Unsupported("an item's elements overrun its length")
     if end is None and not top:
@@ -232,7 +260,7 @@ class RawHeader:
     pixel_value_offset: int | None
     pixel_length: int | None  # None: undefined (encapsulated) or no pixels
     file_size: int
-    bytes_read: int
+    bytes_read: int  # how much of the file the header parse needed
 
 
 def read_raw_header(buf: Buffer) -> RawHeader:
@@ -282,7 +310,9 @@ def read_raw_header(buf: Buffer) -> RawHeader:
         value_offset,
         length,
         buf.size,
-        buf.bytes_read,
+        # Bytes the parse needed: what was fetched, or (a file read whole for its pixels too) how far
+        # the parse went: the pixel element's header.
+        buf.bytes_read if not buf.complete else min(buf.size, header_end + 12),
     )
 
 
