@@ -17,6 +17,10 @@ may hit it, which is printed as ``timeout``). Ratios are dicomflow against each 
 Targets (issue 3): on the series, dicomflow's files/s at least gdcmanon's; on the 1 GB file, wall
 time at most 2x ``cp`` and peak RSS under 100 MB.
 
+The machine is shared and noisy: cp, gdcmanon and dicomflow run ``DEID_BENCH_REPEAT`` times (default
+5) in interleaved rounds, each after a ``sync``; their best and median times are printed, and the
+ratios and targets are given for both. The slow peers run once.
+
 ``DEID_BENCH_QUICK=1`` shrinks both inputs (for trying the benchmark itself, not for figures).
 """
 
@@ -40,6 +44,9 @@ from common import BIN, WORK, _TreeSampler, header
 
 HERE = WORK / "deid"
 TIMEOUT_S = float(os.environ.get("DEID_BENCH_TIMEOUT", "300"))
+#: Runs of the fast tools (cp, gdcmanon, dicomflow), interleaved; the slow peers run once.
+REPEAT = max(1, int(os.environ.get("DEID_BENCH_REPEAT", "5")))
+FAST_TOOLS = frozenset({"cp", "gdcmanon", "dicomflow"})
 QUICK = os.environ.get("DEID_BENCH_QUICK") == "1"
 DICOMFLOW = "dicomflow"
 GNU_TIME = "/usr/bin/time"
@@ -68,6 +75,8 @@ class Run:
     peak_rss_mb: float = 0.0  # the largest single process
     files_out: int = 0
     tree_rss_mb: float = 0.0  # the largest sum over the process tree (sampled every 20 ms)
+    median_s: float = 0.0  # over the repeated runs (wall_s is then the best of them)
+    repeats: int = 1
 
     @property
     def ok(self) -> bool:
@@ -97,17 +106,31 @@ def main() -> int:
             f"\n-- {case.name}: {files} file(s), {size / 1e6:.0f} MB ({source.relative_to(WORK.parent)})",
             flush=True,
         )
-        runs = []
         _warm(source)
-        for tool, build in _tools(certificate, key_file):
-            out = HERE / "out" / tool
-            _clear(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            cmd = build(source, out)
-            run = _skipped(tool, cmd) if isinstance(cmd, str) else _measure(tool, cmd, out)
-            runs.append(run)
+        tools = _tools(certificate, key_file)
+        every: dict[str, list[Run]] = {tool: [] for tool, _ in tools}
+        # Interleaved rounds: a burst of load on this shared machine hits every tool alike, not
+        # one of them; each run starts after the previous one's output is written back (sync).
+        for round_no in range(REPEAT):
+            print(f"  round {round_no + 1}/{REPEAT}", flush=True)
+            for tool, build in tools:
+                if round_no and tool not in FAST_TOOLS:
+                    continue
+                out = HERE / "out" / tool
+                _clear(out)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                cmd = build(source, out)  # type: ignore[operator]
+                os.sync()
+                run = _skipped(tool, cmd) if isinstance(cmd, str) else _measure(tool, cmd, out)
+                every[tool].append(run)
+                _print_run(run, files, size)
+                if tool == DICOMFLOW and run.ok and round_no == 0:
+                    _print_engines(HERE / "out" / "dicomflow_report.json")
+                _clear(out)
+        runs = [_summary(tool, done) for tool, done in every.items()]
+        print(f"  summary (best of {REPEAT} for {', '.join(sorted(FAST_TOOLS))}; median in brackets)")
+        for run in runs:
             _print_run(run, files, size)
-            _clear(out)
         _print_ratios(runs)
         results[case.key] = (case, files, size, runs)
         ours = _find(runs, DICOMFLOW)
@@ -257,6 +280,33 @@ def _tools(certificate: Path | None, key_file: Path) -> list[tuple[str, object]]
     ]
 
 
+def _summary(tool: str, runs: list[Run]) -> Run:
+    """The best run (shortest wall time) of a tool, with the median wall time of its runs."""
+    ok = [r for r in runs if r.ok]
+    if not ok:
+        return runs[0]
+    best = min(ok, key=lambda r: r.wall_s)
+    walls = sorted(r.wall_s for r in ok)
+    median = (
+        walls[len(walls) // 2]
+        if len(walls) % 2
+        else (walls[len(walls) // 2 - 1] + walls[len(walls) // 2]) / 2
+    )
+    peak = max(r.peak_rss_mb for r in ok)
+    tree = max(r.tree_rss_mb for r in ok)
+    return Run(tool, "ok", best.wall_s, peak, best.files_out, tree, median, len(ok))
+
+
+def _print_engines(report: Path) -> None:
+    """Which header engine de-identified the files (the byte-level one is the fast path)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        files = json.loads(report.read_text())["files"]
+        engines: dict[str, int] = {}
+        for entry in files:
+            engines[str(entry.get("engine"))] = engines.get(str(entry.get("engine")), 0) + 1
+        print(f"    dicomflow header engine: {', '.join(f'{k} {v}' for k, v in sorted(engines.items()))}")
+
+
 def _clear(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -323,8 +373,9 @@ def _print_run(run: Run, files: int, size: int) -> None:
     rate = files / run.wall_s if run.wall_s else 0.0
     mbps = size / 1e6 / run.wall_s if run.wall_s else 0.0
     mark = "" if run.ok else f"  [{run.status}]"
+    median = f" [{run.median_s:5.2f}]" if run.repeats > 1 else " " * 8
     print(
-        f"  {run.tool:17s} {run.wall_s:8.2f} s {rate:9.1f} files/s {mbps:8.1f} MB/s "
+        f"  {run.tool:17s} {run.wall_s:8.2f} s{median} {rate:9.1f} files/s {mbps:8.1f} MB/s "
         f"{run.peak_rss_mb:7.1f} MB peak RSS ({run.tree_rss_mb:7.1f} MB tree) "
         f"{run.files_out:4d} files out{mark}",
         flush=True,
@@ -349,8 +400,11 @@ def _print_ratios(runs: list[Run]) -> None:
         speed = run.wall_s / ours.wall_s if ours.wall_s else float("inf")
         memory = ours.tree_rss_mb / run.tree_rss_mb if run.tree_rss_mb else float("inf")
         note = "" if run.ok else f" (peer {run.status})"
+        medians = ""
+        if run.repeats > 1 and ours.repeats > 1 and ours.median_s:
+            medians = f" [medians {run.median_s / ours.median_s:5.2f}x]"
         print(
-            f"  dicomflow vs {run.tool:17s} speed {speed:6.2f}x (peer time / ours)   "
+            f"  dicomflow vs {run.tool:17s} speed {speed:6.2f}x (peer time / ours){medians}   "
             f"RSS (tree) {memory:6.2f}x (ours / peer){note}",
             flush=True,
         )
@@ -374,9 +428,11 @@ def _print_targets(results: dict[str, tuple[Case, int, int, list[Run]]]) -> None
             print(f"  series: dicomflow files/s >= gdcmanon files/s: not measured (gdcmanon {why})")
         else:
             a, b = files / ours.wall_s, files / gdcm.wall_s
+            am, bm = files / (ours.median_s or ours.wall_s), files / (gdcm.median_s or gdcm.wall_s)
             print(
-                f"  series: dicomflow files/s >= gdcmanon files/s: {a:.1f} vs {b:.1f} -> "
-                f"{'MET' if a >= b else 'NOT MET'}"
+                f"  series: dicomflow files/s >= gdcmanon files/s: best {a:.1f} vs {b:.1f} -> "
+                f"{'MET' if a >= b else 'NOT MET'} ({a / b:.2f}x); median {am:.1f} vs {bm:.1f} -> "
+                f"{'MET' if am >= bm else 'NOT MET'} ({am / bm:.2f}x)"
             )
     if big is not None:
         _, _, _, runs = big
@@ -384,10 +440,14 @@ def _print_targets(results: dict[str, tuple[Case, int, int, list[Run]]]) -> None
         if ours is None or not ours.ok or cp is None or not cp.ok:
             print("  1 GB file: not measured (dicomflow or cp did not complete): NOT MET")
         else:
-            print(
-                f"  1 GB file: dicomflow wall <= 2 x cp: {ours.wall_s:.2f} s vs 2 x {cp.wall_s:.2f} s -> "
-                f"{'MET' if ours.wall_s <= 2 * cp.wall_s else 'NOT MET'}"
-            )
+            for label, a, b in (
+                ("best", ours.wall_s, cp.wall_s),
+                ("median", ours.median_s or ours.wall_s, cp.median_s or cp.wall_s),
+            ):
+                print(
+                    f"  1 GB file: dicomflow wall <= 2 x cp ({label}): {a:.2f} s vs 2 x {b:.2f} s -> "
+                    f"{'MET' if a <= 2 * b else 'NOT MET'} ({a / b:.2f}x cp)"
+                )
             peak = max(ours.peak_rss_mb, ours.tree_rss_mb)
             print(
                 f"  1 GB file: dicomflow peak RSS < 100 MB (whole process tree): {peak:.1f} MB -> "

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file, pixels
+from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file, pixels, stream
 from dicomflow.errors import DeidentificationError
 
 KEY = LocalKey(b"test-key-0123456789abcdef")
@@ -74,3 +74,56 @@ def test_a_copy_that_fails_midway_stops_the_destination_hash_and_leaves_nothing(
     # Then nothing is left at the destination, not even the partial file
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def _large_ct(tmp_path: Path) -> Path:
+    """A CT file whose pixels (8 MiB) are over the small-range limit: the early source hash runs."""
+    from tests.unit.test_deid import planted_ct
+
+    path = tmp_path / "large.dcm"
+    ds = planted_ct(path, rows=16, trailing=False)
+    ds.Rows = ds.Columns = 2048
+    ds.PixelData = os.urandom(2048 * 2048 * 2)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_large_file_is_hashed_while_its_header_is_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a file with 8 MiB of pixels, and a count of the early source hashes
+    src = _large_ct(tmp_path)
+    calls: list[tuple[int, int]] = []
+    real = stream.hash_file_range
+
+    def counting(fd: int, start: int, length: int) -> str:
+        calls.append((start, length))
+        return real(fd, start, length)
+
+    monkeypatch.setattr(stream, "hash_file_range", counting)
+    # When it is de-identified
+    report = deidentify_file(src, tmp_path / "out.dcm", Deidentifier(KEY))
+    # Then the source's pixels were hashed once, early, over exactly the copied range, and the proof holds
+    assert report.verdict is Verdict.PASSED, report.reasons
+    assert report.engine == "raw"
+    assert len(calls) == 1 and calls[0][1] == report.pixel_bytes
+    data = src.read_bytes()
+    start = calls[0][0]
+    assert report.pixel_hash_before == blake3.blake3(data[start : start + report.pixel_bytes]).hexdigest()
+    assert report.pixel_hash_before == report.pixel_hash_after
+
+
+def test_a_source_that_changed_after_its_early_hash_fails_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an early hash that does not match what is then copied (the source changed in between)
+    src = _large_ct(tmp_path)
+    monkeypatch.setattr(stream, "hash_file_range", lambda fd, start, length: "0" * 64)
+    # When it is de-identified
+    out = tmp_path / "out.dcm"
+    report = deidentify_file(src, out, Deidentifier(KEY))
+    # Then the copy is not trusted: FAILED, nothing at the destination
+    assert report.verdict is Verdict.FAILED
+    assert report.reasons == ["pixel data differs after copying"]
+    assert report.pixels_identical is False
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))

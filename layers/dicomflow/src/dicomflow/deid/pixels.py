@@ -193,6 +193,11 @@ def hash_file_range(fd: int, start: int, length: int) -> str:
     """The BLAKE3 hex digest of ``[start, start + length)`` of ``fd``, through read-only mmap windows
     of :data:`WINDOW` hashed on every core (the GIL is released: run it beside other work).
 
+    The file's size is checked before each window is mapped, so a source truncated meanwhile ends
+    in an error rather than a fault, except in the moment a window is being hashed (see above:
+    de-identifying a file that another process is rewriting is not supported). Reading into a
+    buffer instead avoids even that, but costs 0.2-0.3 s more per GB here, beside the header work.
+
     Raises
     ------
     DeidentificationError
@@ -207,12 +212,12 @@ def hash_file_range(fd: int, start: int, length: int) -> str:
     ...     hash_file_range(f.fileno(), 6, 6) == hash_bytes(b"PIXELS")
     True
     """
-    if os.fstat(fd).st_size < start + length:
-        raise DeidentificationError(_SHRANK)
     hasher = blake3(max_threads=blake3.AUTO)
     pos = 0
     while pos < length:
         end = min(length, pos + WINDOW)
+        if os.fstat(fd).st_size < start + end:
+            raise DeidentificationError(_SHRANK)
         _hash_mapped(fd, start + pos, end - pos, hasher)
         pos = end
     return hasher.hexdigest()
