@@ -97,18 +97,18 @@ def check_leak_values(
     # enhanced multi-frame header repeats the same values in thousands of frames), and what does
     # not depend on this file's identifying values (normalised text, UID-like runs) is remembered
     # across files.
-    seen: dict[tuple[bool, str], bool] = {}
+    seen_uid: dict[str, bool] = {}
+    seen_text: dict[str, bool] = {}
     for tag, vr, value in values:
-        is_uid = vr == "UI"
-        found = seen.get((is_uid, value))
-        if found is None:
-            if is_uid:
-                found = value.strip("\0 ") in uids
-            else:
-                found = bool(index.find(_searchable(value, own))) or any(
-                    run in uids for run in _uid_runs(value)
-                )
-            seen[(is_uid, value)] = found
+        if vr == "UI":
+            found = seen_uid.get(value)
+            if found is None:
+                found = seen_uid[value] = value.strip("\0 ") in uids
+        else:
+            found = seen_text.get(value)
+            if found is None:
+                found = bool(index.find(_searchable(value, own)))
+                found = seen_text[value] = found or any(run in uids for run in _uid_runs(value))
         if found:
             hits.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
     raw_hits = _raw_hits(identifying, index, raw, new_uids or set(), own)

@@ -172,24 +172,30 @@ class IdentifyingValues:
 
     def add(self, vr: str, value: object) -> None:
         for item in values_of(value):
-            raw = str(item)
-            if vr == "UI":
-                uid = raw.strip("\0 ")
-                if len(uid) >= MIN_UID_LENGTH and not is_well_known(uid):
-                    self.uids.add(uid)
-                elif uid:
-                    self.skipped_short += 1
-                continue
-            norm = normalise(raw)
-            parts = [norm]
-            if vr == "PN":
-                # each name component on its own ("SMITH", "JOHN"), as well as the whole name
-                parts += [normalise(p) for p in raw.replace("=", "^").split("^")]
-            for part in parts:
-                if len(part) >= MIN_IDENTIFYING_LENGTH:
-                    self.text.add(part)
-                elif part:
-                    self.skipped_short += 1
+            uid, parts, short = _identifying(vr, str(item))
+            if uid:
+                self.uids.add(uid)
+            if parts:
+                self.text.update(parts)
+            self.skipped_short += short
+
+
+@lru_cache(maxsize=1 << 14)
+def _identifying(vr: str, raw: str) -> tuple[str, tuple[str, ...], int]:
+    """(UID, text parts, values too short to search) that one value adds; remembered, as a series
+    repeats its values in every file."""
+    if vr == "UI":
+        uid = raw.strip("\0 ")
+        if len(uid) >= MIN_UID_LENGTH and not is_well_known(uid):
+            return uid, (), 0
+        return "", (), 1 if uid else 0
+    norm = normalise(raw)
+    parts = [norm]
+    if vr == "PN":
+        # each name component on its own ("SMITH", "JOHN"), as well as the whole name
+        parts += [normalise(p) for p in raw.replace("=", "^").split("^")]
+    kept = tuple(p for p in parts if len(p) >= MIN_IDENTIFYING_LENGTH)
+    return "", kept, sum(1 for p in parts if p and len(p) < MIN_IDENTIFYING_LENGTH)
 
 
 #: The VRs of PS3.5 Table 6.2-1: a raw element with anything else (a corrupt file) is decoded,

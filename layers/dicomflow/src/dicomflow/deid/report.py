@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -43,9 +43,16 @@ class FileReport:
     engine: str | None = None  # which header engine: "raw" (bytes) or "pydicom" (the fallback)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field (dataclasses.asdict deep-copies every value: 0.2 ms a file in a report of 300)
+        data = {f.name: getattr(self, f.name) for f in _FILE_FIELDS}
         data["verdict"] = str(self.verdict)
+        data["reasons"] = list(self.reasons)
+        data["actions"] = dict(self.actions)
+        data["leak_check"] = dict(self.leak_check) if self.leak_check is not None else None
         return data
+
+
+_FILE_FIELDS = fields(FileReport)
 
 
 @dataclass

@@ -123,7 +123,7 @@ class _RawRun(Policy):
                     self.collect(item)
                 continue
             if self.collects(e.tag, e.vr):
-                self.identifying.add(e.vr, self.text.values(e))
+                self.identifying.add(e.vr, e.text if e.text is not None else self.text.values(e))
 
     def walk(self, elements: list[Element]) -> list[Element]:
         new: list[Element] = []
@@ -164,7 +164,10 @@ class _RawRun(Policy):
                     new.append(out)
                     kept_blocks.add(group << 8 | element >> 8)
                 continue
-            values = self.text.values(e) if e.vr in DECODE_VRS and e.items is None and e.vr != "UN" else []
+            if e.vr in DECODE_VRS and e.items is None and e.vr != "UN":
+                values = e.text if e.text is not None else self.text.values(e)
+            else:
+                values = []
             out = self._apply_change(e, self.decide(tag, e.vr, values))
             if out is not None:
                 new.append(out)
@@ -366,5 +369,5 @@ def _text_triples(elements: list[Element], text: _Text) -> list[tuple[int, str, 
                 stack.extend(e.items)
             elif e.value and e.vr in STRING_VRS:
                 tag, vr = e.tag, e.vr
-                out.extend((tag, vr, value) for value in text.values(e))
+                out.extend((tag, vr, value) for value in (e.text if e.text is not None else text.values(e)))
     return out
