@@ -138,7 +138,10 @@ def deidentify_file(
             if early is not None:
                 early.discard()
             return _refused(report, exc)
-        before = early.result(prepared) if early is not None else None
+        try:
+            before = early.result(prepared) if early is not None else None
+        except DeidentificationError as exc:  # the source shrank under the hash: this file fails
+            return _refused(report, exc)
         if not isinstance(prepared, Prepared):
             return _write_deflated_local(prepared, report, dst_path, held_dst)
         prepared.fill(report)
@@ -163,9 +166,11 @@ def deidentify_file(
                 source=source,
             )
             _write_all(out_fd, prepared.new_trailing)
-        except BaseException:
+        except BaseException as exc:
             os.close(out_fd)
             partial.unlink(missing_ok=True)
+            if isinstance(exc, DeidentificationError):  # e.g. the source shrank: this file fails, not the run
+                return _refused(report, exc)
             raise
         os.close(out_fd)
         if verify_pixels and prepared.pixel_length:
