@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -44,6 +42,7 @@ from dicomflow.deid.policy import (
     values_of,
 )
 from dicomflow.deid.uids import remap_uid
+from dicomflow.dicom.dictionary import dictionary_vr
 
 __all__ = [
     "COLLECT_VRS",
@@ -93,19 +92,11 @@ class DeidOutcome:
         return frozenset(t for t in texts if t)
 
 
-@cache
-def _dictionary_vr(tag: int) -> str | None:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return None
-
-
 def raw_vr(elem: DataElement | RawDataElement) -> str | None:
     """The VR of an element without decoding its value (implicit VR: the dictionary's)."""
     if isinstance(elem, DataElement):
         return str(elem.VR)
-    return str(elem.VR) if elem.VR else _dictionary_vr(int(elem.tag))
+    return str(elem.VR) if elem.VR else dictionary_vr(int(elem.tag))
 
 
 def _safe_get(ds: Dataset, keyword: str) -> object:

@@ -46,6 +46,7 @@ from dicomflow.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from dicomflow.deid.profile import ConfidentialityProfile, load_profile
 from dicomflow.deid.uids import is_well_known, remap_uid
 from dicomflow.dicom.dictionary import dictionary_vr
+from dicomflow.dicom.elements import KNOWN_VRS
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "AE"})
 DATE_VRS = frozenset({"DA", "DT"})
@@ -77,7 +78,6 @@ _DUMMY_BY_VR: dict[str, object] = {
     "PN": "ANONYMIZED",
     "UR": "",
 }
-_FILE_META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
 #: Our Implementation Class UID: 2.25 + 128 bits of SHA-256(b"dicomflow implementation").
 DICOMFLOW_IMPLEMENTATION_UID = "2.25.309999667351923508905664670008820962333"
 DICOMFLOW_IMPLEMENTATION_VERSION = ("DICOMFLOW_" + __version__.replace(".", ""))[:16]
@@ -198,12 +198,6 @@ def _identifying(vr: str, raw: str) -> tuple[str, tuple[str, ...], int]:
     return "", kept, sum(1 for p in parts if p and len(p) < MIN_IDENTIFYING_LENGTH)
 
 
-#: The VRs of PS3.5 Table 6.2-1: a raw element with anything else (a corrupt file) is decoded,
-#: which removes it if pydicom cannot make sense of it.
-KNOWN_VRS = frozenset(
-    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV"}
-    | {"OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"}
-)
 #: VRs whose values the profile may need to read or change: anything else can be passed through
 #: undecoded (its raw bytes re-written as read, in the same encoding) when it is kept.
 DECODE_VRS = frozenset({"SQ", "UI", "PN", "UR", "UN"}) | TEXT_VRS | DATE_VRS

@@ -170,24 +170,20 @@ def read_elements(
                 raise Unsupported("an element runs past the end of the file")
         if implicit:
             group, elem, length = _unpack_implicit(data, pos)
-            tag = group << 16 | elem
-            if top and tag in PIXEL_TAGS:
-                return out, pos
-            if group == 0xFFFE:
-                if tag == ITEM_DELIMITER and end is None and not top:
-                    return out, pos + 8
-                raise Unsupported("an item or delimiter tag where a data element belongs")
+            vr_bytes = b""
+        else:
+            group, elem, vr_bytes, length = _unpack_explicit(data, pos)
+        tag = group << 16 | elem
+        if top and tag in PIXEL_TAGS:
+            return out, pos
+        if group == 0xFFFE:
+            if tag == ITEM_DELIMITER and end is None and not top:
+                return out, pos + 8
+            raise Unsupported("an item or delimiter tag where a data element belongs")
+        if implicit:
             vr = vr_for_implicit(tag)
             pos += 8
         else:
-            group, elem, vr_bytes, length = _unpack_explicit(data, pos)
-            tag = group << 16 | elem
-            if top and tag in PIXEL_TAGS:
-                return out, pos
-            if group == 0xFFFE:
-                if tag == ITEM_DELIMITER and end is None and not top:
-                    return out, pos + 8
-                raise Unsupported("an item or delimiter tag where a data element belongs")
             vr = _VR_OF.get(vr_bytes)  # type: ignore[assignment]
             if vr is None:
                 raise Unsupported("an element has a VR this reader does not know")
@@ -284,8 +280,8 @@ def read_raw_header(buf: Buffer) -> RawHeader:
         group = _TAG_LENGTH.unpack_from(buf.data, pos)[0]
         if group != 0x0002:
             break
-        elements, pos = _read_one_explicit(buf, pos)
-        meta.extend(elements)
+        element, pos = _read_meta_element(buf, pos)
+        meta.append(element)
     syntax = next((e for e in meta if e.tag == 0x00020010), None)
     if syntax is None:
         raise Unsupported("the file meta has no Transfer Syntax UID")
@@ -322,28 +318,23 @@ def _peek(buf: Buffer, pos: int) -> bytes:
     return bytes(buf.data[pos:end])
 
 
-def _read_one_explicit(buf: Buffer, pos: int) -> tuple[list[Element], int]:
+def _read_meta_element(buf: Buffer, pos: int) -> tuple[Element, int]:
+    """One file meta element (always Explicit VR Little Endian, never a sequence)."""
     buf.need(pos + 8)
-    vr = bytes(buf.data[pos + 4 : pos + 6]).decode("ascii", "replace")
-    if vr not in KNOWN_VRS or vr == "SQ":
+    group, elem, vr_bytes, length = _unpack_explicit(buf.data, pos)
+    vr = _VR_OF.get(vr_bytes)
+    if vr is None or vr == "SQ":
         raise Unsupported("the file meta is not Explicit VR Little Endian")
-    elements, end = _one_element(buf, pos, vr)
-    return elements, end
-
-
-def _one_element(buf: Buffer, pos: int, vr: str) -> tuple[list[Element], int]:
-    group, elem = struct.unpack_from("<HH", buf.data, pos)
     if vr in LONG_VRS:
         buf.need(pos + 12)
         (length,) = _LENGTH.unpack_from(buf.data, pos + 8)
         pos += 12
     else:
-        length = _TAG_VR_SHORT.unpack_from(buf.data, pos)[3]
         pos += 8
     if length == UNDEFINED:
         raise Unsupported("an undefined length in the file meta")
     buf.need(pos + length)
-    return [Element(group << 16 | elem, vr, bytes(buf.data[pos : pos + length]))], pos + length
+    return Element(group << 16 | elem, vr, bytes(buf.data[pos : pos + length])), pos + length
 
 
 def pixel_element_header(raw: bytes, implicit: bool, little: bool = True) -> tuple[int, int, int | None]:

@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from dicomflow.dicom.elements import Unsupported, pixel_element_header
+from dicomflow.dicom.elements import PIXEL_TAGS, Unsupported, pixel_element_header
 from dicomflow.dicom.errors import (
     DicomFormatError,
     MalformedHeaderError,
@@ -63,12 +63,6 @@ INITIAL_READ = 64 * 1024
 #: Deflated files are inflated in memory: refuse anything larger than this (compressed size).
 MAX_DEFLATED_SIZE = 256 * 1024 * 1024
 
-#: Tags at which pydicom's ``stop_before_pixels`` stops: Float, Double Float and (plain) Pixel Data.
-PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-#: Explicit VRs whose element header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 _UNDEFINED = 0xFFFFFFFF
 
 
