@@ -21,7 +21,8 @@ The machine is shared and noisy: cp, gdcmanon and dicomflow run ``DEID_BENCH_REP
 5) in interleaved rounds, each after a ``sync``; their best and median times are printed, and the
 ratios and targets are given for both. The slow peers run once.
 
-``DEID_BENCH_QUICK=1`` shrinks both inputs (for trying the benchmark itself, not for figures).
+``DEID_BENCH_QUICK=1`` shrinks both inputs (for trying the benchmark itself, not for figures);
+``DEID_BENCH_CASES=series`` (or ``file``) runs one of them.
 """
 
 from __future__ import annotations
@@ -83,13 +84,17 @@ class Run:
         return self.status == "ok"
 
 
-CASES = (
-    Case("CT series, 300 x 512^2 slices", 1, 300, 512, False)
+ALL_CASES = {
+    "series": Case("CT series, 300 x 512^2 slices", 1, 300, 512, False)
     if not QUICK
     else Case("CT series (quick)", 1, 20, 128, False),
-    Case("enhanced multi-frame, 2000 x 512^2 (~1 GB)", 1, 2000, 512, True)
+    "file": Case("enhanced multi-frame, 2000 x 512^2 (~1 GB)", 1, 2000, 512, True)
     if not QUICK
     else Case("enhanced multi-frame (quick)", 1, 60, 128, True),
+}
+#: ``DEID_BENCH_CASES=series`` or ``=file`` runs one input only (default: both).
+CASES = tuple(
+    ALL_CASES[name] for name in os.environ.get("DEID_BENCH_CASES", "series,file").split(",") if name
 )
 
 

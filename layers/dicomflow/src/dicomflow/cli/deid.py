@@ -18,7 +18,6 @@ away from the de-identified data: with it, pseudonyms can be linked back to the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -169,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(run_report.as_dict(), indent=1) + "\n")
+        args.report.write_text(run_report.to_json())
     counts = run_report.counts
     print(
         f"dicomflow deid: {len(reports)} file(s): "

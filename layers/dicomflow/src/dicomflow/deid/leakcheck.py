@@ -89,31 +89,75 @@ def check_leak_values(
 ) -> LeakReport:
     """The leak check over (tag, VR, text value) triples of the output, every element, nested,
     private and file meta included (either engine's), and the ``raw`` encoded header bytes."""
-    index = term_index(frozenset(identifying.text))
-    uids = identifying.uids
-    own = tuple(sorted(own_text, key=len, reverse=True))
-    hits: list[str] = []
-    # Every element is visited; the search result of a (VR, value) pair is computed once (an
-    # enhanced multi-frame header repeats the same values in thousands of frames), and what does
-    # not depend on this file's identifying values (normalised text, UID-like runs) is remembered
-    # across files.
-    seen_uid: dict[str, bool] = {}
-    seen_text: dict[str, bool] = {}
-    for tag, vr, value in values:
-        if vr == "UI":
-            found = seen_uid.get(value)
-            if found is None:
-                found = seen_uid[value] = value.strip("\0 ") in uids
-        else:
+    search = LeakSearch(frozenset(identifying.text), own_text)
+    return search.report(identifying, [search.checks(values)], raw, new_uids)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueChecks:
+    """The structured leak check of some output values, done as far as it does not depend on the
+    file's original UIDs: the tags whose text holds an identifying term (hits already), and per
+    other value the UID-like strings in it, to be looked up among the original UIDs.
+
+    The same values give the same checks for the same identifying text, so an engine may keep
+    them for an element that recurs in the files of a series."""
+
+    text_hits: tuple[str, ...]
+    uid_candidates: tuple[tuple[str, tuple[str, ...]], ...]  # (tag, UID-like strings of one value)
+
+
+class LeakSearch:
+    """The leak check for one patient's identifying text and the de-identifier's own words."""
+
+    def __init__(self, identifying_text: frozenset[str], own_text: frozenset[str]) -> None:
+        self.index = term_index(identifying_text)
+        self.own = tuple(sorted(own_text, key=len, reverse=True))
+
+    def checks(self, values: Iterable[tuple[int, str, str]]) -> ValueChecks:
+        """Search (tag, VR, text value) triples for the identifying text."""
+        text_hits: list[str] = []
+        candidates: list[tuple[str, tuple[str, ...]]] = []
+        # An enhanced multi-frame header repeats the same values in thousands of frames: each
+        # distinct value is searched once.
+        seen_text: dict[str, bool] = {}
+        index, own = self.index, self.own
+        for tag, vr, value in values:
+            if vr == "UI":
+                candidates.append((_tag(tag), (value.strip("\0 "),)))
+                continue
             found = seen_text.get(value)
             if found is None:
-                found = bool(index.find(_searchable(value, own)))
-                found = seen_text[value] = found or any(run in uids for run in _uid_runs(value))
-        if found:
-            hits.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
-    raw_hits = _raw_hits(identifying, index, raw, new_uids or set(), own)
-    checked = len(identifying.text) + len(uids)
-    return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
+                found = seen_text[value] = bool(index.find(_searchable(value, own)))
+            if found:
+                text_hits.append(_tag(tag))
+            elif runs := _uid_runs(value):
+                candidates.append((_tag(tag), runs))
+        return ValueChecks(tuple(text_hits), tuple(candidates))
+
+    def report(
+        self,
+        identifying: IdentifyingValues,
+        checks: Iterable[ValueChecks],
+        raw: bytes,
+        new_uids: set[str] | None = None,
+    ) -> LeakReport:
+        """The verdict: the checks of every output value (with this file's original UIDs looked
+        up), and the search of the ``raw`` encoded header bytes."""
+        uids = identifying.uids
+        hits: list[str] = []
+        for check in checks:
+            hits.extend(check.text_hits)
+            for tag, strings in check.uid_candidates:
+                if any(s in uids for s in strings):
+                    hits.append(tag)
+        hits.sort()
+        raw_hits = _raw_hits(identifying, self.index, raw, new_uids or set(), self.own)
+        checked = len(identifying.text) + len(uids)
+        return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 @lru_cache(maxsize=1 << 14)

@@ -39,7 +39,6 @@ import mmap
 import os
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +47,8 @@ from blake3 import blake3
 from dicomflow.errors import DeidentificationError, InvalidInputError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from dicomflow.storage.base import ObjectStore
 
 #: What the hashes take: anything with the buffer protocol that these call sites pass.
@@ -259,6 +260,8 @@ def hash_object_range(
         for a, b in ranges:
             hasher.update(_whole_range(store, key, a, b))
         return hasher.hexdigest()
+    from concurrent.futures import ThreadPoolExecutor  # 8 ms to import: only for large ranges
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_THREAD_PREFIX) as pool:
         pending: deque[tuple[int, int, Future[bytes]]] = deque()
         try:
@@ -410,6 +413,8 @@ def _copy_verified(
     """The copy in this thread; the source's (unless given) and the destination's hashes in two
     others, behind it."""
     progress = _Progress()
+    from concurrent.futures import ThreadPoolExecutor  # 8 ms to import: only for large ranges
+
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix=_THREAD_PREFIX) as pool:
         before = pool.submit(_hash_behind, src_fd, start, length, progress) if source_hash is None else None
         after = pool.submit(_hash_behind, dst_fd, base, length, progress)

@@ -33,6 +33,7 @@ action code is applied:
 
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
 from collections.abc import Iterable, MutableSequence
@@ -60,6 +61,8 @@ MIN_IDENTIFYING_LENGTH = 4
 SHORT_NUMBER = 8
 #: Shorter "UIDs" ("0", "1.2") are not searched for either: they are not unique to anybody.
 MIN_UID_LENGTH = 8
+#: A run of characters that could hold an original UID (digits and dots, at least that long).
+_UID_LIKE = re.compile(rf"[0-9.]{{{MIN_UID_LENGTH},}}")
 
 STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -130,7 +133,7 @@ class TermIndex:
         if len(self._terms) <= len(text) - n + 1:
             # Fewer terms than n-grams (a CT slice: some 30 terms): testing each term is cheaper.
             found = [t for t in self._terms if t in text and _standalone(text, t)]
-            return sorted(set(found), key=len, reverse=True)
+            return sorted(set(found), key=longest_first)
         grams = {text[i : i + n] for i in range(len(text) - n + 1)}
         found = [
             t
@@ -138,7 +141,13 @@ class TermIndex:
             for t in self._buckets[g]
             if t in text and _standalone(text, t)
         ]
-        return sorted(set(found), key=len, reverse=True)
+        return sorted(set(found), key=longest_first)
+
+
+def longest_first(term: str) -> tuple[int, str]:
+    """Sort key: longer terms first (``JOHN SMITH`` is taken out before ``JOHN``), then
+    alphabetical, so that terms of one length are always taken out in the same order."""
+    return -len(term), term
 
 
 @lru_cache(maxsize=32)
@@ -171,13 +180,25 @@ class IdentifyingValues:
     skipped_short: int = 0
 
     def add(self, vr: str, value: object) -> None:
-        for item in values_of(value):
-            uid, parts, short = _identifying(vr, str(item))
+        self.extend(contributions(vr, value))
+
+    def extend(self, found: Iterable[Contribution]) -> None:
+        """Add what :func:`contributions` found (remembered by an engine for a repeated element)."""
+        for uid, parts, short in found:
             if uid:
                 self.uids.add(uid)
             if parts:
                 self.text.update(parts)
             self.skipped_short += short
+
+
+#: What one value adds to the identifying values: (UID, text parts, count of values too short).
+Contribution = tuple[str, tuple[str, ...], int]
+
+
+def contributions(vr: str, value: object) -> tuple[Contribution, ...]:
+    """What the values of one element add to the :class:`IdentifyingValues`."""
+    return tuple(_identifying(vr, str(item)) for item in values_of(value))
 
 
 @lru_cache(maxsize=1 << 14)
@@ -351,6 +372,8 @@ class Policy:
             shift_days(self.key, patient) if self.options.retain_long_modified_dates else None
         )
         self._scrub_index: TermIndex | None = None
+        #: Set once a decision depended on this file's original UIDs (see :meth:`_found`).
+        self.uid_dependent = False
 
     # -- collection ------------------------------------------------------------------------------
     def collects(self, tag: int, vr: str) -> bool:
@@ -369,9 +392,24 @@ class Policy:
 
     @property
     def scrub_terms(self) -> TermIndex:
+        """The identifying text, indexed (the original UIDs are looked for apart: see
+        :meth:`_found`). The same for every file of a patient, so its remembered answers serve a
+        whole series."""
         if self._scrub_index is None:
-            self._scrub_index = term_index(frozenset(self.identifying.text | self.identifying.uids))
+            self._scrub_index = term_index(frozenset(self.identifying.text))
         return self._scrub_index
+
+    def _found(self, upper: str) -> list[str]:
+        """The identifying terms in a normalised text: text terms, and the original UIDs (only a
+        text with a run of 8 or more digits and dots can hold one)."""
+        found = self.scrub_terms.find(upper)
+        if _UID_LIKE.search(upper) is None:
+            return found
+        # This answer depends on this file's own UIDs (a SOP Instance UID differs in every file),
+        # not only on the identifying text: an engine must not reuse it for another file.
+        self.uid_dependent = True
+        uids = [uid for uid in self.identifying.uids if uid in upper]
+        return sorted(set(found).union(uids), key=longest_first) if uids else found
 
     # -- decisions ---------------------------------------------------------------------------------
     def decide(self, tag: int, vr: str, values: list[str]) -> Change:
@@ -506,7 +544,7 @@ class Policy:
     def scrub_text(self, text: str) -> str:
         """``text`` with every identifying term of the original taken out (normalised), or as is."""
         upper = normalise(text)
-        found = self.scrub_terms.find(upper)
+        found = self._found(upper)
         if not found:
             return text
         # Work on the normalised text: the original spacing and case do not matter once cleaned.
@@ -515,7 +553,7 @@ class Policy:
             for term in found:  # longest first, so "JOHN SMITH" goes before "JOHN"
                 upper = upper.replace(term, "")
             upper = " ".join(upper.split())
-            found = self.scrub_terms.find(upper)
+            found = self._found(upper)
         return upper
 
     def _dummy(self, vr: str, values: list[str]) -> Change:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -83,3 +84,10 @@ class RunReport:
             "counts": self.counts,
             "files": [f.as_dict() for f in self.files],
         }
+
+    def to_json(self) -> str:
+        """The report as JSON, one file's report per line: readable, and written by the json
+        module's C encoder (an indented dump goes through its Python one: 0.1 s for 300 files)."""
+        head = json.dumps({k: v for k, v in self.as_dict().items() if k != "files"}, indent=1)
+        files = ",\n  ".join(json.dumps(f.as_dict()) for f in self.files)
+        return head[:-2] + ',\n "files": [\n  ' + files + "\n ]\n}\n"

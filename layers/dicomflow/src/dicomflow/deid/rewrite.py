@@ -17,19 +17,23 @@ engines' outputs are compared on every file pydicom ships (``tests/unit/test_dei
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
 from dicomflow.deid.burned_in import burned_in_reasons_for
-from dicomflow.deid.leakcheck import check_leak_values
+from dicomflow.deid.leakcheck import LeakReport, LeakSearch, ValueChecks
 from dicomflow.deid.policy import (
     DECODE_VRS,
     DICOMFLOW_IMPLEMENTATION_UID,
     DICOMFLOW_IMPLEMENTATION_VERSION,
     STRING_VRS,
     Change,
+    Contribution,
     Deidentifier,
     Policy,
     Recorded,
+    contributions,
     normalise,
     passes_through,
 )
@@ -106,45 +110,206 @@ def _top(elements: list[Element], tag: int) -> Element | None:
     return None
 
 
+class _Outcome:
+    """What became of one element (a sequence: of all it holds), and what deciding it added to
+    the pass: counts of actions and original -> new UIDs. Replayed for the same element in a
+    later file of the same context."""
+
+    __slots__ = ("actions", "element", "uids")
+
+    def __init__(
+        self, element: Element | None, actions: tuple[tuple[str, int], ...], uids: dict[str, str]
+    ) -> None:
+        self.element = element
+        self.actions = actions
+        self.uids = uids
+
+
+class _Memo:
+    """What the engine learnt from earlier files, for the later ones: the files of a series
+    repeat almost every element byte for byte (a CT slice differs from the next in four).
+
+    An element is known by its tag, VR and bytes (a sequence by the bytes of all its items), and
+    what becomes of it depends on nothing else within a *context*: the character set, the VR
+    encoding, the patient's date shift and the patient's identifying text (which cleaning takes
+    out). An outcome that depended on the file's own original UIDs (a descriptor quoting one) is
+    not remembered. The answer for a remembered element is the one the policy gave the first
+    time, so a file comes out the same byte for byte as without the memo (tested), only sooner.
+    Bounded: it is emptied when it holds too much.
+    """
+
+    MAX_ENTRIES = 1 << 16
+    MAX_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self.collected: dict[tuple[object, ...], tuple[Contribution, ...]] = {}
+        self.walked: dict[tuple[object, ...], dict[tuple[object, ...], _Outcome]] = {}
+        self.recorded: dict[tuple[str, bool, Recorded], list[Element]] = {}
+        self.searched: dict[tuple[frozenset[str], frozenset[str]], dict[Element, ValueChecks]] = {}
+        self._entries = 0
+        self._bytes = 0
+
+    def recorded_elements(self, run: _RawRun, recorded: Recorded) -> list[Element]:
+        """The elements recording what was done (the same for every file of a patient; kept per
+        encoding, as each remembers how it was written)."""
+        key = (run.text.codec, run.implicit, recorded)
+        elements = self.recorded.get(key)
+        if elements is None:
+            elements = self.recorded[key] = run.recorded_elements(recorded)
+            self.charge(0)
+        return elements
+
+    def leak_check(
+        self, run: _RawRun, recorded: Recorded, new: list[Element], meta: list[Element], new_header: bytes
+    ) -> LeakReport:
+        """:mod:`dicomflow.deid.leakcheck` on the output: each element's search for the identifying
+        text is remembered (an element recurring in a series is searched once per patient), the
+        lookup of this file's original UIDs and the search of the header's bytes are done anew."""
+        own = recorded.own_text
+        search_key = (frozenset(run.identifying.text), own)
+        known = self.searched.get(search_key)
+        if known is None:
+            known = self.searched[search_key] = {}
+        search = LeakSearch(*search_key)
+        text = run.text
+        checks = [search.checks(_text_triples(meta, text))]
+        for e in new:
+            check = known.get(e)
+            if check is None:
+                check = known[e] = search.checks(_text_triples([e], text))
+                self.charge(0)
+            checks.append(check)
+        new_uids = set(run.uid_map.values()) | {DICOMFLOW_IMPLEMENTATION_UID}
+        return search.report(run.identifying, checks, new_header, new_uids)
+
+    def charge(self, size: int) -> None:
+        """Account for one new entry of about ``size`` bytes; empty everything past the bounds."""
+        self._entries += 1
+        self._bytes += size + 200
+        if self._entries > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES:
+            self.collected.clear()
+            self.walked.clear()
+            self.recorded.clear()
+            self.searched.clear()
+            self._entries = self._bytes = 0
+
+
+_MEMOS: WeakKeyDictionary[Deidentifier, _Memo] = WeakKeyDictionary()
+
+
+def _memo_of(deid: Deidentifier) -> _Memo:
+    memo = _MEMOS.get(deid)
+    if memo is None:
+        memo = _MEMOS[deid] = _Memo()
+    return memo
+
+
+def _key(e: Element) -> tuple[object, ...]:
+    return (e.tag, e.raw) if e.items is not None else (e.tag, e.vr, e.value)
+
+
+def _size(e: Element) -> int:
+    return len(e.raw) if e.raw is not None else len(e.value)
+
+
 class _RawRun(Policy):
     """The policy's pass over raw elements."""
 
-    def __init__(self, deid: Deidentifier, patient: str, text: _Text, implicit: bool) -> None:
+    def __init__(self, deid: Deidentifier, patient: str, text: _Text, implicit: bool, memo: _Memo) -> None:
         super().__init__(deid, patient, None)
         self.text = text
         self.implicit = implicit
+        self.memo = memo
+        self._collected = memo.collected
+        self._walked: dict[tuple[object, ...], _Outcome] = {}
 
     def collect(self, elements: list[Element]) -> None:
+        """Gather the identifying values (:meth:`Policy.collects`), nested ones included."""
+        self.identifying.extend(self._gather(elements))
+
+    def _gather(self, elements: list[Element]) -> list[Contribution]:
+        found: list[Contribution] = []
+        codec = self.text.codec
         for e in elements:
             if e.tag >> 16 & 1 or passes_through(e.vr):
                 continue
-            if e.items is not None:
-                for item in e.items:
-                    self.collect(item)
+            if e.items is None and not self.collects(e.tag, e.vr):
                 continue
-            if self.collects(e.tag, e.vr):
-                self.identifying.add(e.vr, e.text if e.text is not None else self.text.values(e))
+            key = (codec, *_key(e))
+            known = self._collected.get(key)
+            if known is None:
+                if e.items is not None:
+                    known = tuple(c for item in e.items for c in self._gather(item))
+                else:
+                    known = contributions(e.vr, e.text if e.text is not None else self.text.values(e))
+                self._collected[key] = known
+                self.memo.charge(_size(e))
+            found.extend(known)
+        return found
+
+    def start_walk(self) -> None:
+        """Choose the remembered outcomes of this file's context (call after :meth:`collect`)."""
+        context = (self.text.codec, self.implicit, self.shift, frozenset(self.identifying.text))
+        walked = self.memo.walked.get(context)
+        if walked is None:
+            walked = self.memo.walked[context] = {}
+        self._walked = walked
+
+    def _decided(self, e: Element) -> Element | None:
+        """A public element as the policy decides it, remembered for the files after this one
+        (and the same object returned for them: its encoding and leak checks are remembered too)."""
+        key = _key(e)
+        outcome = self._walked.get(key)
+        if outcome is not None:
+            actions = self.actions
+            for name, count in outcome.actions:
+                actions[name] += count
+            if outcome.uids:
+                self.uid_map.update(outcome.uids)
+            return outcome.element
+        # Decide with empty counters, so that what this element adds can be replayed later.
+        outer = (self.actions, self.uid_map, self.uid_dependent)
+        self.actions, self.uid_map, self.uid_dependent = Counter(), {}, False
+        try:
+            out = self._decide_public(e)
+        finally:
+            actions, uids, uid_dependent = self.actions, self.uid_map, self.uid_dependent
+            self.actions, self.uid_map = outer[0], outer[1]
+            self.uid_dependent = outer[2] or uid_dependent
+        self.actions.update(actions)
+        self.uid_map.update(uids)
+        if not uid_dependent:
+            self._walked[key] = _Outcome(out, tuple(actions.items()), uids)
+            self.memo.charge(_size(e))
+        return out
+
+    def _decide_public(self, e: Element) -> Element | None:
+        vr = e.vr
+        if passes_through(vr):  # numbers, codes: kept as read unless the profile names them
+            action = self.profile.action(e.tag)
+            if action is None or action == "K":
+                self.actions["K" if action else "kept_unlisted"] += 1
+                return e
+            values: list[str] = []
+        elif e.items is None and vr in DECODE_VRS and vr != "UN":
+            values = e.text if e.text is not None else self.text.values(e)
+        else:
+            values = []
+        return self._apply_change(e, self.decide(e.tag, vr, values))
 
     def walk(self, elements: list[Element]) -> list[Element]:
         new: list[Element] = []
         creators: dict[int, Element] = {}  # (group << 8 | block) -> private creator element
         kept_blocks: set[int] = set()
         actions = self.actions
-        profile_action = self.profile.action
+        decided = self._decided
         for e in elements:
             tag = e.tag
             group, element = tag >> 16, tag & 0xFFFF
-            odd = group & 1
-            if not odd and group != 0x0002 and element != 0 and group != 0 and passes_through(e.vr):
-                action = profile_action(tag)
-                if action is None or action == "K":
-                    actions["K" if action else "kept_unlisted"] += 1
-                    new.append(e)
-                    continue
             if group in (0x0000, 0x0002) or element == 0x0000:
                 actions["X_structural"] += 1
                 continue
-            if odd:
+            if group & 1:
                 if 0x0010 <= element <= 0x00FF:
                     creators[group << 8 | element] = e
                     continue
@@ -164,11 +329,7 @@ class _RawRun(Policy):
                     new.append(out)
                     kept_blocks.add(group << 8 | element >> 8)
                 continue
-            if e.vr in DECODE_VRS and e.items is None and e.vr != "UN":
-                values = e.text if e.text is not None else self.text.values(e)
-            else:
-                values = []
-            out = self._apply_change(e, self.decide(tag, e.vr, values))
+            out = decided(e)
             if out is not None:
                 new.append(out)
         for block in kept_blocks:
@@ -282,8 +443,9 @@ def prepare_raw(
     if on_pixels is not None and end > header.header_end:
         on_pixels(header.header_end, end)
 
-    run = _RawRun(deid, _patient_identity(dataset, text), text, header.implicit)
+    run = _RawRun(deid, _patient_identity(dataset, text), text, header.implicit, _memo_of(deid))
     run.collect(dataset)
+    run.start_walk()
     new = run.walk(dataset)
     original_name = (
         text.values(e) if (e := _top(dataset, _PATIENT_NAME)) is not None and e.items is None else None
@@ -292,25 +454,20 @@ def prepare_raw(
         text.values(e) if (e := _top(dataset, _PATIENT_ID)) is not None and e.items is None else None
     )
     recorded = run.record(original_name, original_id)
-    replaced = {e.tag: e for e in run.recorded_elements(recorded)}
+    replaced = {e.tag: e for e in run.memo.recorded_elements(run, recorded)}
     new = sorted([e for e in new if e.tag not in replaced] + list(replaced.values()), key=_tag_of)
     meta = _file_meta(deid, header, new, text)
-    new_header = (
-        b"\x00" * 128 + b"DICM" + encode_file_meta(meta) + encode_elements(new, implicit=header.implicit)
-    )
+    # remember=True: an element carried over from an earlier file of this context (same syntax)
+    # keeps its encoding
+    body = encode_elements(new, implicit=header.implicit, remember=True)
+    new_header = b"\x00" * 128 + b"DICM" + encode_file_meta(meta) + body
 
     held = burned_in_reasons_for(
         _single(_top(dataset, 0x00280301), text),
         _single(_top(dataset, _SOP_CLASS), text),
         _single(_top(dataset, 0x00080060), text),
     )
-    leak = check_leak_values(
-        run.identifying,
-        _text_triples(new + meta, text),
-        new_header,
-        set(run.uid_map.values()) | {DICOMFLOW_IMPLEMENTATION_UID},
-        recorded.own_text,
-    )
+    leak = run.memo.leak_check(run, recorded, new, meta, new_header)
     sop_instance = _single(_top(new, _SOP_INSTANCE), text) or None
     return Prepared(
         new_header=new_header,

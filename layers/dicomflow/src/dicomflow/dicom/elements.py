@@ -68,9 +68,14 @@ class Unsupported(Exception):
 
 class Element:
     """One data element: ``value`` holds its bytes as read (empty for a sequence), ``items`` a
-    sequence's items, each a list of elements."""
+    sequence's items, each a list of elements.
 
-    __slots__ = ("items", "tag", "text", "value", "vr")
+    ``raw`` (a sequence read by :func:`read_elements`): the bytes of its items as read, delimiters
+    included, which identify it whole (a series repeats most of its sequences byte for byte).
+    ``encoded``: the element as :func:`encode_elements` last wrote it, remembered there when it
+    is asked to (an element kept from one file to the next is not encoded again)."""
+
+    __slots__ = ("encoded", "items", "raw", "tag", "text", "value", "vr")
 
     def __init__(
         self, tag: int, vr: str, value: bytes = b"", items: list[list[Element]] | None = None
@@ -80,6 +85,8 @@ class Element:
         self.value = value
         self.items = items
         self.text: list[str] | None = None  # the values decoded, once (see dicomflow.deid.rewrite)
+        self.raw: bytes | None = None
+        self.encoded: bytes | None = None
 
     def __repr__(self) -> str:  # tags and sizes only: values may be patient data
         size = f"{len(self.items)} items" if self.items is not None else f"{len(self.value)} bytes"
@@ -200,10 +207,13 @@ def read_elements(
         if tag == 0x00080005 and not top:
             buf.nested_character_set = True
         if vr == "SQ":
+            start = pos
             items, pos = _read_sequence(buf, pos, length, implicit=implicit)
-            append(Element(tag, "SQ", b"", items))
             data = buf.data
             have = size if buf.complete else len(data)
+            sequence = Element(tag, "SQ", b"", items)
+            sequence.raw = bytes(data[start:pos])
+            append(sequence)
             continue
         if length == UNDEFINED:
             raise Unsupported("an undefined length outside a sequence")
@@ -390,11 +400,23 @@ def pixel_end(
 # -- writing ------------------------------------------------------------------------------------------
 
 
-def encode_elements(elements: list[Element], *, implicit: bool) -> bytes:
+def encode_elements(elements: list[Element], *, implicit: bool, remember: bool = False) -> bytes:
     """The elements (sorted by tag by the caller) in Implicit or Explicit VR Little Endian;
-    sequences and items with undefined lengths."""
+    sequences and items with undefined lengths.
+
+    ``remember``: keep each element's encoding in its ``encoded`` and use one found there (the
+    caller vouches that every element with one was encoded in this same syntax)."""
     parts: list[bytes] = []
-    _encode_into(parts, elements, implicit)
+    if not remember:
+        _encode_into(parts, elements, implicit)
+        return b"".join(parts)
+    for e in elements:
+        if e.encoded is None:
+            mark = len(parts)
+            _encode_into(parts, [e], implicit)
+            e.encoded = b"".join(parts[mark:])
+            del parts[mark:]
+        parts.append(e.encoded)
     return b"".join(parts)
 
 

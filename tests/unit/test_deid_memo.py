@@ -1,0 +1,122 @@
+"""The byte-level engine remembers, per de-identifier, what became of each element it met (a series
+repeats almost all of them): a de-identifier that has seen other files writes exactly what a fresh
+one writes, byte for byte, with the same report; and an answer that depended on one file's own
+UIDs is never reused for another file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+
+from dicomflow import phantom
+from dicomflow.deid import Deidentifier, DeidOptions, LocalKey
+from dicomflow.deid.prepared import Prepared
+from dicomflow.deid.rewrite import _MEMOS, prepare_raw
+from dicomflow.dicom.elements import Buffer, Unsupported
+from tests.unit.test_deid import planted_ct
+
+KEY = LocalKey(b"memo-key-0123456789abcdef")
+COMPARED = (
+    "new_header",
+    "actions",
+    "leak",
+    "held",
+    "pixel_start",
+    "pixel_end",
+    "trailing_note",
+    "sop_instance_uid",
+)
+FILES = sorted(p for p in get_testdata_files() if os.path.isfile(p))
+
+
+def _prepare(data: bytes, deid: Deidentifier) -> Prepared | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return prepare_raw(Buffer(data, len(data)), deid)
+        except Unsupported:
+            return None
+
+
+def _assert_same(warm: Prepared | None, cold: Prepared | None, name: str) -> None:
+    assert (warm is None) == (cold is None), name
+    if warm is None or cold is None:
+        return
+    for field in COMPARED:
+        assert getattr(warm, field) == getattr(cold, field), f"{name}: {field}"
+
+
+@pytest.mark.parametrize("options", ["defaults", "basic", "retain-uids,no-clean-descriptors"])
+def test_a_deidentifier_that_saw_every_pydicom_file_writes_what_a_fresh_one_writes(options: str) -> None:
+    # Given one de-identifier that meets all of pydicom's files (explicit and implicit VR, other
+    # character sets, nested sequences, private blocks), twice over, one after the other
+    spec = None if options == "defaults" else options
+    shared = Deidentifier(KEY, DeidOptions.from_spec(spec))
+    datas = [(Path(p).name, Path(p).read_bytes()) for p in FILES]
+    taken = 0
+    for _ in range(2):
+        for name, data in datas:
+            # When it and a fresh de-identifier (nothing remembered) prepare the same file
+            warm = _prepare(data, shared)
+            cold = _prepare(data, Deidentifier(KEY, DeidOptions.from_spec(spec)))
+            # Then header bytes, counts, leak check, verdict inputs and pixel range are the same
+            _assert_same(warm, cold, name)
+            taken += warm is not None
+    assert taken > 200
+    # And it did remember (the elements of the second pass were all known)
+    assert _MEMOS[shared].walked
+
+
+def test_a_series_is_written_alike_by_a_remembering_and_a_fresh_deidentifier(tmp_path: Path) -> None:
+    # Given a phantom series (slices differ in position, instance number and SOP Instance UID)
+    phantom.generate_phantom(tmp_path / "scan", phases=2, slices=8, size=32, seed=5)
+    files = sorted((tmp_path / "scan").rglob("*.dcm"))
+    shared = Deidentifier(KEY)
+    for path in files:
+        data = path.read_bytes()
+        # When each slice is prepared by a de-identifier that saw the slices before it, and by a fresh one
+        warm, cold = _prepare(data, shared), _prepare(data, Deidentifier(KEY))
+        # Then both are the same, and neither leaks
+        _assert_same(warm, cold, path.name)
+        assert warm is not None and warm.leak.passed
+
+
+def _slice_quoting(path: Path, sop_uid: str, quoted: str) -> bytes:
+    ds = planted_ct(path, trailing=False)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.StudyDescription = f"SEE {quoted}"  # a descriptor (C: cleaned) that quotes a UID
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("order", ["quoting-own-first", "quoting-other-first"])
+def test_a_descriptor_cleaned_of_its_own_files_uid_is_not_reused_for_another_file(
+    tmp_path: Path, order: str
+) -> None:
+    # Given two slices with the same descriptor quoting a UID: in one it is that slice's own SOP
+    # Instance UID (identifying: cleaned out), in the other an unrelated one (kept)
+    quoted = "1.2.826.0.1.3680043.8.498.424242"
+    own = _slice_quoting(tmp_path / "own.dcm", quoted, quoted)
+    other = _slice_quoting(tmp_path / "other.dcm", "1.2.826.0.1.3680043.8.498.77", quoted)
+    pair = [own, other] if order == "quoting-own-first" else [other, own]
+    # When one de-identifier prepares both, in either order
+    shared = Deidentifier(KEY)
+    results = {id(data): _prepare(data, shared) for data in pair}
+    # Then each descriptor is cleaned as for that file alone
+    for data in pair:
+        _assert_same(results[id(data)], _prepare(data, Deidentifier(KEY)), "slice")
+    own_result, other_result = results[id(own)], results[id(other)]
+    assert own_result is not None and other_result is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        own_out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(own_result.new_header), force=True)
+        other_out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(other_result.new_header), force=True)
+    assert quoted not in own_out.StudyDescription
+    assert quoted in other_out.StudyDescription
+    assert own_result.leak.passed and other_result.leak.passed
