@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import blake3
@@ -14,6 +16,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomflow.deid import Deidentifier, LocalKey, Verdict, deidentify_file, pixels, stream
+from dicomflow.errors import DeidentificationError
 
 KEY = LocalKey(b"test-key-0123456789abcdef")
 
@@ -97,9 +100,9 @@ def test_a_large_file_is_hashed_while_its_header_is_rewritten(
     calls: list[tuple[int, int]] = []
     real = stream.hash_file_range
 
-    def counting(fd: int, start: int, length: int) -> str:
+    def counting(fd: int, start: int, length: int, stop: threading.Event | None = None) -> str:
         calls.append((start, length))
-        return real(fd, start, length)
+        return real(fd, start, length, stop)
 
     monkeypatch.setattr(stream, "hash_file_range", counting)
     # When it is de-identified
@@ -114,12 +117,42 @@ def test_a_large_file_is_hashed_while_its_header_is_rewritten(
     assert report.pixel_hash_before == report.pixel_hash_after
 
 
+def test_an_early_hash_still_running_when_its_file_fails_is_stopped_before_the_file_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a large file whose early source hash is slow (it runs until told to stop), and a copy that fails
+    src = _large_ct(tmp_path)
+    seen: list[bool] = []
+
+    def slow(fd: int, start: int, length: int, stop: threading.Event | None = None) -> str:
+        assert stop is not None
+        seen.append(stop.wait(timeout=30))
+        os.fstat(fd)  # the file is still open while the hash runs
+        raise DeidentificationError("the pixel hash was stopped: its file is done with")
+
+    def failing_copy(*args: object, **kwargs: object) -> None:
+        raise DeidentificationError("the source file shrank while being copied")
+
+    monkeypatch.setattr(stream, "hash_file_range", slow)
+    monkeypatch.setattr(stream, "copy_pixels", failing_copy)
+    # When it is de-identified
+    started = time.monotonic()
+    report = deidentify_file(src, tmp_path / "out.dcm", Deidentifier(KEY))
+    # Then the file fails with the copy's reason, at once (the hash was stopped, not waited for to
+    # its end), and no hashing thread outlives the call
+    assert report.verdict is Verdict.REJECTED or report.verdict is Verdict.FAILED
+    assert "shrank" in " ".join(report.reasons)
+    assert seen == [True] and time.monotonic() - started < 20
+    assert not [t for t in threading.enumerate() if t.name.startswith("dicomflow-early-hash")]
+    assert not (tmp_path / "out.dcm").exists() and not list(tmp_path.glob("*.partial"))
+
+
 def test_a_source_that_changed_after_its_early_hash_fails_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an early hash that does not match what is then copied (the source changed in between)
     src = _large_ct(tmp_path)
-    monkeypatch.setattr(stream, "hash_file_range", lambda fd, start, length: "0" * 64)
+    monkeypatch.setattr(stream, "hash_file_range", lambda fd, start, length, stop=None: "0" * 64)
     # When it is de-identified
     out = tmp_path / "out.dcm"
     report = deidentify_file(src, out, Deidentifier(KEY))

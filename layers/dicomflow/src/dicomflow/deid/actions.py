@@ -215,18 +215,18 @@ class _Run(Policy):
                 action = self.profile.action(int(tag))
                 if action is None or action == "K":
                     # kept as read: no decoding, no re-encoding (the output keeps the encoding)
-                    self.actions["K" if action else "kept_unlisted"] += 1
+                    self.done.append("K" if action else "kept_unlisted")
                     new[tag] = raw
                     continue
             try:
                 elem = ds[tag]
             except Exception:  # noqa: BLE001 - pydicom cannot decode it: we cannot vouch for it
-                self.actions["removed_undecodable"] += 1
+                self.done.append("removed_undecodable")
                 continue
             if tag.group in (0x0000, 0x0002) or tag.element == 0x0000:
                 # Command and file meta elements have no place in a stored data set, and group
                 # lengths would be wrong once values change: none is carried over.
-                self.actions["X_structural"] += 1
+                self.done.append("X_structural")
                 continue
             if tag.is_private:
                 if tag.is_private_creator:

@@ -96,14 +96,15 @@ def check_leak_values(
 @dataclass(frozen=True, slots=True)
 class ValueChecks:
     """The structured leak check of some output values, done as far as it does not depend on the
-    file's original UIDs: the tags whose text holds an identifying term (hits already), and per
-    other value the UID-like strings in it, to be looked up among the original UIDs.
+    file's original UIDs: the tags whose text holds an identifying term (hits already), and the
+    UID values and the UID-like runs of other values, to be looked up among the original UIDs.
 
     The same values give the same checks for the same identifying text, so an engine may keep
     them for an element that recurs in the files of a series."""
 
-    text_hits: tuple[str, ...]
-    uid_candidates: tuple[tuple[str, tuple[str, ...]], ...]  # (tag, UID-like strings of one value)
+    text_hits: tuple[int, ...]
+    uid_values: tuple[tuple[int, str], ...]  # (tag, UI value)
+    uid_runs: tuple[tuple[int, tuple[str, ...]], ...]  # (tag, UID-like runs of one text value)
 
 
 class LeakSearch:
@@ -115,24 +116,25 @@ class LeakSearch:
 
     def checks(self, values: Iterable[tuple[int, str, str]]) -> ValueChecks:
         """Search (tag, VR, text value) triples for the identifying text."""
-        text_hits: list[str] = []
-        candidates: list[tuple[str, tuple[str, ...]]] = []
+        text_hits: list[int] = []
+        uid_values: list[tuple[int, str]] = []
+        uid_runs: list[tuple[int, tuple[str, ...]]] = []
         # An enhanced multi-frame header repeats the same values in thousands of frames: each
         # distinct value is searched once.
         seen_text: dict[str, bool] = {}
         index, own = self.index, self.own
         for tag, vr, value in values:
             if vr == "UI":
-                candidates.append((_tag(tag), (value.strip("\0 "),)))
+                uid_values.append((tag, value.strip("\0 ")))
                 continue
             found = seen_text.get(value)
             if found is None:
                 found = seen_text[value] = bool(index.find(_searchable(value, own)))
             if found:
-                text_hits.append(_tag(tag))
+                text_hits.append(tag)
             elif runs := _uid_runs(value):
-                candidates.append((_tag(tag), runs))
-        return ValueChecks(tuple(text_hits), tuple(candidates))
+                uid_runs.append((tag, runs))
+        return ValueChecks(tuple(text_hits), tuple(uid_values), tuple(uid_runs))
 
     def report(
         self,
@@ -144,20 +146,15 @@ class LeakSearch:
         """The verdict: the checks of every output value (with this file's original UIDs looked
         up), and the search of the ``raw`` encoded header bytes."""
         uids = identifying.uids
-        hits: list[str] = []
+        hits: list[int] = []
         for check in checks:
             hits.extend(check.text_hits)
-            for tag, strings in check.uid_candidates:
-                if any(s in uids for s in strings):
-                    hits.append(tag)
-        hits.sort()
+            hits.extend(tag for tag, uid in check.uid_values if uid in uids)
+            hits.extend(tag for tag, runs in check.uid_runs if any(run in uids for run in runs))
+        tags = sorted(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in hits)
         raw_hits = _raw_hits(identifying, self.index, raw, new_uids or set(), self.own)
         checked = len(identifying.text) + len(uids)
-        return LeakReport(not hits and raw_hits == 0, checked, identifying.skipped_short, hits, raw_hits)
-
-
-def _tag(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        return LeakReport(not tags and raw_hits == 0, checked, identifying.skipped_short, tags, raw_hits)
 
 
 @lru_cache(maxsize=1 << 14)

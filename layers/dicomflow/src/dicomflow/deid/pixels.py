@@ -39,6 +39,7 @@ import mmap
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -123,7 +124,7 @@ def copy_pixels(
     dst_fd: int,
     *,
     verify: bool = True,
-    before: str | None = None,
+    before: str | Callable[[], str] | None = None,
     source: Buffer | None = None,
 ) -> PixelProof:
     """Append bytes ``[start, start + length)`` of ``src_fd`` at ``dst_fd``'s current position.
@@ -142,8 +143,9 @@ def copy_pixels(
         Hash the source range and the written destination range (default). Off: copy only.
     before
         The source range's digest, taken already (:func:`hash_file_range`, while the caller was
-        busy with the header): only the destination is hashed here. A source that changed since
-        shows as a mismatch.
+        busy with the header), or a function that returns it once it is taken (called after the
+        copy: the copy need not wait for the hash): only the destination is hashed here. A source
+        that changed since shows as a mismatch.
     source
         The range's bytes, read already by the caller (a small file read whole in one call):
         used instead of reading the range again. Ignored for ranges of :data:`SMALL_RANGE` and more.
@@ -180,7 +182,8 @@ def copy_pixels(
     if os.fstat(src_fd).st_size < start + length:
         raise DeidentificationError(_SHRANK)
     if length < SMALL_RANGE:
-        proof = _copy_small(src_fd, start, length, dst_fd, base, verify, before, source)
+        digest = before() if callable(before) else before
+        proof = _copy_small(src_fd, start, length, dst_fd, base, verify, digest, source)
     elif verify:
         proof = _copy_verified(src_fd, start, length, dst_fd, base, before)
     else:
@@ -190,7 +193,7 @@ def copy_pixels(
     return proof
 
 
-def hash_file_range(fd: int, start: int, length: int) -> str:
+def hash_file_range(fd: int, start: int, length: int, stop: threading.Event | None = None) -> str:
     """The BLAKE3 hex digest of ``[start, start + length)`` of ``fd``, through read-only mmap windows
     of :data:`WINDOW` hashed on every core (the GIL is released: run it beside other work).
 
@@ -199,10 +202,12 @@ def hash_file_range(fd: int, start: int, length: int) -> str:
     de-identifying a file that another process is rewriting is not supported). Reading into a
     buffer instead avoids even that, but costs 0.2-0.3 s more per GB here, beside the header work.
 
+    ``stop``: set it to end the hash early (between windows), with a DeidentificationError.
+
     Raises
     ------
     DeidentificationError
-        The file ends before the range does.
+        The file ends before the range does, or ``stop`` was set.
 
     Examples
     --------
@@ -216,6 +221,8 @@ def hash_file_range(fd: int, start: int, length: int) -> str:
     hasher = blake3(max_threads=blake3.AUTO)
     pos = 0
     while pos < length:
+        if stop is not None and stop.is_set():
+            raise DeidentificationError("the pixel hash was stopped: its file is done with")
         end = min(length, pos + WINDOW)
         if os.fstat(fd).st_size < start + end:
             raise DeidentificationError(_SHRANK)
@@ -408,10 +415,15 @@ def _hash_behind(fd: int, offset: int, length: int, progress: _Progress) -> str 
 
 
 def _copy_verified(
-    src_fd: int, start: int, length: int, dst_fd: int, base: int, source_hash: str | None
+    src_fd: int,
+    start: int,
+    length: int,
+    dst_fd: int,
+    base: int,
+    source_hash: str | Callable[[], str] | None,
 ) -> PixelProof:
-    """The copy in this thread; the source's (unless given) and the destination's hashes in two
-    others, behind it."""
+    """The copy in this thread; the source's (unless given, or being taken) and the destination's
+    hashes in two others, behind it."""
     progress = _Progress()
     from concurrent.futures import ThreadPoolExecutor  # 8 ms to import: only for large ranges
 
@@ -420,7 +432,11 @@ def _copy_verified(
         after = pool.submit(_hash_behind, dst_fd, base, length, progress)
         _copy(src_fd, start, length, dst_fd, base, progress)
         # A hash that failed stopped the copy: its exception is the one to raise.
-        proof = PixelProof(ALGORITHM, before.result() if before else source_hash, after.result())
+        if before is not None:
+            digest: str | None = before.result()
+        else:
+            digest = source_hash() if callable(source_hash) else source_hash
+        proof = PixelProof(ALGORITHM, digest, after.result())
     if proof.before is None or proof.after is None:  # pragma: no cover - a stop always has a cause
         raise DeidentificationError("the pixel copy stopped before its end")
     return proof

@@ -366,7 +366,11 @@ class Policy:
         self.patient = patient
         self.identifying = identifying or IdentifyingValues()
         self.uid_map: dict[str, str] = {}
-        self.actions: Counter[str] = Counter()
+        #: Every action taken, in order, one name per element (counted by :attr:`actions`): a
+        #: list, so that an engine can replay the actions of a part of a data set as a slice.
+        self.done: list[str] = []
+        #: Every (original, new) UID mapping used, in order, repeats included (likewise).
+        self.uid_log: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self.shift: int | None = (
             shift_days(self.key, patient) if self.options.retain_long_modified_dates else None
@@ -374,6 +378,11 @@ class Policy:
         self._scrub_index: TermIndex | None = None
         #: Set once a decision depended on this file's original UIDs (see :meth:`_found`).
         self.uid_dependent = False
+
+    @property
+    def actions(self) -> Counter[str]:
+        """How many elements each action was taken on."""
+        return Counter(self.done)
 
     # -- collection ------------------------------------------------------------------------------
     def collects(self, tag: int, vr: str) -> bool:
@@ -422,13 +431,13 @@ class Policy:
         """The change for a private element whose block's private creator is ``creator``."""
         safelisted = (creator.strip(), tag >> 16, tag & 0xFF) in self.options.safe_private
         if self.profile.private_action == "C" and safelisted:
-            self.actions["K_private"] += 1
+            self.done.append("K_private")
             return WALK if vr == "SQ" else KEEP
-        self.actions["X_private"] += 1
+        self.done.append("X_private")
         return REMOVE
 
     def _apply(self, action: str, tag: int, vr: str, values: list[str]) -> Change:
-        self.actions[action] += 1
+        self.done.append(action)
         if action == "X":
             return REMOVE
         if action == "K":
@@ -461,31 +470,31 @@ class Policy:
             # Not in the DICOM dictionary (a corrupt tag, a retired or future one), or text where
             # the dictionary says otherwise (a corrupt tag that now names another attribute): we
             # cannot tell what the text is, so it goes.
-            self.actions["X_unknown_text"] += 1
+            self.done.append("X_unknown_text")
             return REMOVE
         if vr == "UI":
             if all(is_well_known(v) for v in values):
                 return KEEP
-            self.actions["U_unlisted"] += 1
+            self.done.append("U_unlisted")
             return self._uids(vr, values)
         if vr in DATE_VRS:
             if self.options.retain_long_full_dates:
                 return KEEP
             if self.shift is not None:
-                self.actions["C_unlisted"] += 1
+                self.done.append("C_unlisted")
                 return self._shift(vr, values)
-            self.actions["X_unlisted"] += 1
+            self.done.append("X_unlisted")
             return REMOVE
         if vr == "PN":
-            self.actions["Z_unlisted"] += 1
+            self.done.append("Z_unlisted")
             return EMPTY
         if vr in TEXT_VRS:
             cleaned = self._scrub(values)
             if cleaned is not KEEP:
-                self.actions["C_unlisted"] += 1
+                self.done.append("C_unlisted")
             return cleaned
         if vr in ("UR", "UN"):
-            self.actions["X_unlisted"] += 1
+            self.done.append("X_unlisted")
             return REMOVE
         return KEEP
 
@@ -497,6 +506,7 @@ class Policy:
         if new is None:
             new = remap_uid(self.key, uid)
             self.uid_map[uid] = new
+        self.uid_log.append((uid, new))
         return new
 
     def _uids(self, vr: str, values: list[str]) -> Change:
@@ -522,11 +532,11 @@ class Policy:
             return self._uids(vr, values)
         if vr in FREE_TEXT_VRS:
             # Free text (comments, history) cannot be cleaned reliably by a machine: emptied.
-            self.actions["C_free_text_emptied"] += 1
+            self.done.append("C_free_text_emptied")
             return EMPTY
         if tag >> 16 == 0x0010 and (vr in TEXT_VRS or vr == "PN"):
             # Text of the Patient group (Occupation...) describes the person: all of it may identify.
-            self.actions["C_patient_text_emptied"] += 1
+            self.done.append("C_patient_text_emptied")
             return EMPTY
         if vr in TEXT_VRS or vr == "PN":
             return self._scrub(values)

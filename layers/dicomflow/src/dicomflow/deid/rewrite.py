@@ -17,7 +17,6 @@ engines' outputs are compared on every file pydicom ships (``tests/unit/test_dei
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
@@ -110,19 +109,11 @@ def _top(elements: list[Element], tag: int) -> Element | None:
     return None
 
 
-class _Outcome:
-    """What became of one element (a sequence: of all it holds), and what deciding it added to
-    the pass: counts of actions and original -> new UIDs. Replayed for the same element in a
-    later file of the same context."""
-
-    __slots__ = ("actions", "element", "uids")
-
-    def __init__(
-        self, element: Element | None, actions: tuple[tuple[str, int], ...], uids: dict[str, str]
-    ) -> None:
-        self.element = element
-        self.actions = actions
-        self.uids = uids
+#: What became of one element (a sequence: of all it holds): the element written (None: removed),
+#: and what deciding it added to the pass, the actions taken and the UID mappings used (slices of
+#: :attr:`Policy.done` and :attr:`Policy.uid_log`). Replayed for the same element in a later file
+#: of the same context.
+_Outcome = tuple[Element | None, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 class _Memo:
@@ -261,25 +252,22 @@ class _RawRun(Policy):
         key = _key(e)
         outcome = self._walked.get(key)
         if outcome is not None:
-            actions = self.actions
-            for name, count in outcome.actions:
-                actions[name] += count
-            if outcome.uids:
-                self.uid_map.update(outcome.uids)
-            return outcome.element
-        # Decide with empty counters, so that what this element adds can be replayed later.
-        outer = (self.actions, self.uid_map, self.uid_dependent)
-        self.actions, self.uid_map, self.uid_dependent = Counter(), {}, False
+            element, done, uids = outcome
+            self.done.extend(done)
+            if uids:
+                self.uid_map.update(uids)
+                self.uid_log.extend(uids)
+            return element
+        done, uid_log, outer = self.done, self.uid_log, self.uid_dependent
+        mark, uid_mark = len(done), len(uid_log)
+        self.uid_dependent = False
         try:
             out = self._decide_public(e)
         finally:
-            actions, uids, uid_dependent = self.actions, self.uid_map, self.uid_dependent
-            self.actions, self.uid_map = outer[0], outer[1]
-            self.uid_dependent = outer[2] or uid_dependent
-        self.actions.update(actions)
-        self.uid_map.update(uids)
-        if not uid_dependent:
-            self._walked[key] = _Outcome(out, tuple(actions.items()), uids)
+            inner = self.uid_dependent
+            self.uid_dependent = outer or inner
+        if not inner:
+            self._walked[key] = (out, tuple(done[mark:]), tuple(uid_log[uid_mark:]))
             self.memo.charge(_size(e))
         return out
 
@@ -288,7 +276,7 @@ class _RawRun(Policy):
         if passes_through(vr):  # numbers, codes: kept as read unless the profile names them
             action = self.profile.action(e.tag)
             if action is None or action == "K":
-                self.actions["K" if action else "kept_unlisted"] += 1
+                self.done.append("K" if action else "kept_unlisted")
                 return e
             values: list[str] = []
         elif e.items is None and vr in DECODE_VRS and vr != "UN":
@@ -301,13 +289,13 @@ class _RawRun(Policy):
         new: list[Element] = []
         creators: dict[int, Element] = {}  # (group << 8 | block) -> private creator element
         kept_blocks: set[int] = set()
-        actions = self.actions
+        count = self.done.append
         decided = self._decided
         for e in elements:
             tag = e.tag
             group, element = tag >> 16, tag & 0xFFFF
             if group in (0x0000, 0x0002) or element == 0x0000:
-                actions["X_structural"] += 1
+                count("X_structural")
                 continue
             if group & 1:
                 if 0x0010 <= element <= 0x00FF:
@@ -315,7 +303,7 @@ class _RawRun(Policy):
                     continue
                 if element < 0x1000:
                     # (gggg,0001-000F): no private creator can own these; pydicom removes them too
-                    actions["X_private"] += 1
+                    count("X_private")
                     continue
                 creator = creators.get(group << 8 | element >> 8)
                 name = self.text.values(creator)[0] if creator is not None and creator.value else ""
@@ -526,5 +514,6 @@ def _text_triples(elements: list[Element], text: _Text) -> list[tuple[int, str, 
                 stack.extend(e.items)
             elif e.value and e.vr in STRING_VRS:
                 tag, vr = e.tag, e.vr
-                out.extend((tag, vr, value) for value in (e.text if e.text is not None else text.values(e)))
+                for value in e.text if e.text is not None else text.values(e):
+                    out.append((tag, vr, value))
     return out

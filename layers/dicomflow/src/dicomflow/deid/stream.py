@@ -140,10 +140,8 @@ def deidentify_file(
             if early is not None:
                 early.discard()
             return _refused(report, exc)
-        try:
-            before = early.result(prepared) if early is not None else None
-        except DeidentificationError as exc:  # the source shrank under the hash: this file fails
-            return _refused(report, exc)
+        # The source's pixel hash, if it is being taken: the copy starts without waiting for it.
+        before = early.digest_for(prepared) if early is not None else None
         if not isinstance(prepared, Prepared):
             return _write_deflated_local(prepared, report, dst_path, held_dst)
         prepared.fill(report)
@@ -188,6 +186,8 @@ def deidentify_file(
         report.destination = str(target)
         return report
     finally:
+        if early is not None:
+            early.discard()  # a file that ends before its copy: the hash stops, then the fd closes
         os.close(fd)
         report.seconds = round(time.perf_counter() - started, 4)
 
@@ -215,37 +215,50 @@ def _read_small(fd: int, size: int) -> memoryview:
 
 class _EarlyHash:
     """The source's pixel hash, taken in a thread while the header is rewritten (BLAKE3 releases
-    the GIL; the rewrite holds it): on a 1 GB file the hash then costs no wall time. Only for
-    ranges the small-file path would not read into memory anyway."""
+    the GIL; the rewrite holds it) and, if need be, while the copy runs: on a 1 GB file the hash
+    then costs no wall time of its own. Only for ranges the small-file path would not read into
+    memory anyway."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._range: tuple[int, int] | None = None
         self._future: Future[str] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._stop = threading.Event()
 
     def start(self, start: int, end: int) -> None:
         if end - start < SMALL_RANGE:
             return
-        self._range = (start, end)
         from concurrent.futures import ThreadPoolExecutor  # 8 ms to import: only for large files
 
+        self._range = (start, end)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomflow-early-hash")
-        self._future = self._pool.submit(hash_file_range, self._fd, start, end - start)
+        self._future = self._pool.submit(hash_file_range, self._fd, start, end - start, self._stop)
 
-    def result(self, prepared: Prepared | Deflated) -> str | None:
-        """The digest, if it was taken over the range ``prepared`` copies (else None: hash as usual)."""
-        if self._future is None or self._pool is None:
+    def digest_for(self, prepared: Prepared | Deflated) -> Callable[[], str] | None:
+        """A function returning the digest (waiting for it) if it is being taken over the range
+        ``prepared`` copies; else None (the hash is stopped: the copy hashes as usual). The
+        function raises what the hash raised (the source shrank: a DeidentificationError)."""
+        future, pool = self._future, self._pool
+        if future is None or pool is None:
             return None
-        try:
-            digest = self._future.result()
-        finally:
-            self._pool.shutdown()
-        same = isinstance(prepared, Prepared) and self._range == (prepared.pixel_start, prepared.pixel_end)
-        return digest if same else None
+        if not (isinstance(prepared, Prepared) and self._range == (prepared.pixel_start, prepared.pixel_end)):
+            self.discard()
+            return None
+
+        def digest() -> str:
+            try:
+                return future.result()
+            finally:
+                pool.shutdown()
+
+        return digest
 
     def discard(self) -> None:
+        """Stop the hash (at its next window) and wait for its thread: nothing uses the file
+        after this returns. Harmless after the digest was taken."""
         if self._pool is not None:
+            self._stop.set()
             self._pool.shutdown(cancel_futures=True)
 
 
