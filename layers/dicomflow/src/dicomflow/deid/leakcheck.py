@@ -147,10 +147,13 @@ class LeakSearch:
         up), and the search of the ``raw`` encoded header bytes."""
         uids = identifying.uids
         hits: list[int] = []
-        for check in checks:
-            hits.extend(check.text_hits)
-            hits.extend(tag for tag, uid in check.uid_values if uid in uids)
-            hits.extend(tag for tag, runs in check.uid_runs if any(run in uids for run in runs))
+        for check in checks:  # most elements have nothing to look up: skipped at the cost of a test
+            if check.text_hits:
+                hits.extend(check.text_hits)
+            if check.uid_values and uids:
+                hits.extend(tag for tag, uid in check.uid_values if uid in uids)
+            if check.uid_runs and uids:
+                hits.extend(tag for tag, runs in check.uid_runs if any(run in uids for run in runs))
         tags = sorted(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in hits)
         raw_hits = _raw_hits(identifying, self.index, raw, new_uids or set(), self.own)
         checked = len(identifying.text) + len(uids)
@@ -174,24 +177,77 @@ def _blank(text: str, own: tuple[str, ...] | list[str]) -> str:
     return text
 
 
+def _fold_table() -> bytes:
+    """A byte table doing to Latin-1 text what ``normalise`` does, one byte for one: upper case,
+    and PN separators, padding and white space (as ``str.split`` sees it) to a blank. Three
+    letters have no one-byte upper case: ``ß`` (``SS``) is replaced before the table is applied;
+    ``ÿ`` and ``µ`` (``Ÿ``, Greek capital mu) are left as they are, which no normalised term holds (a
+    term holding their upper cases sends the search through ``str.upper`` instead)."""
+    table = bytearray(range(256))
+    for b in range(256):
+        upper = chr(b).upper()
+        if len(upper) != 1 or ord(upper) > 0xFF:
+            continue
+        table[b] = 0x20 if upper.isspace() or upper in "^=\x00" else ord(upper)
+    return bytes(table)
+
+
+_FOLD = _fold_table()
+#: Upper cases of Latin-1 letters outside Latin-1 (see _fold_table).
+_FOLD_OUTSIDE = ("\u0178", "\u039c")
+_RUN_BYTES = frozenset(b"0123456789.")
+_WHOLE_UID = re.compile(r"[0-9.]{8,}")
+
+
+def _whole_runs(raw: bytes, run: bytes) -> list[int]:
+    """Where ``run`` occurs in ``raw`` as a whole run of digits and dots (not inside a longer one)."""
+    found = []
+    start = raw.find(run)
+    while start >= 0:
+        end = start + len(run)
+        before = raw[start - 1] if start else None
+        after = raw[end] if end < len(raw) else None
+        if before not in _RUN_BYTES and after not in _RUN_BYTES:
+            found.append(start)
+        start = raw.find(run, start + 1)
+    return found
+
+
 def _raw_hits(
     identifying: IdentifyingValues, index: TermIndex, raw: bytes, new_uids: set[str], own: tuple[str, ...]
 ) -> int:
+    # Each step is a C-speed pass over the header's bytes (a 2000-frame header is megabytes): the
+    # header is searched a few times, never walked character by character in Python.
     if not raw:
         return 0
-    mine = {uid.encode("ascii") for uid in new_uids}
-    # Mask our own UIDs (whole runs of digits and dots), keep everything else as is.
-    masked = _UID_RUN.sub(lambda m: b"#" * len(m.group()) if m.group() in mine else m.group(), raw)
-    # Folding PN separators and padding like normalise(): "DOE^JOHN" in the bytes is "DOE JOHN".
-    text = masked.decode("latin-1").upper().replace("^", " ").replace("=", " ").replace("\0", " ")
-    found = set(index.find(_blank(" ".join(text.split()), own)))
+    # Mask our own UIDs where they are whole runs of digits and dots; keep everything else as is.
+    masked: bytes | bytearray = raw
+    for uid in new_uids:
+        mine = uid.encode("ascii")
+        if _WHOLE_UID.fullmatch(uid) is None:
+            continue
+        for start in _whole_runs(raw, mine):
+            if masked is raw:
+                masked = bytearray(raw)
+            masked[start : start + len(mine)] = b"#" * len(mine)
+    masked = bytes(masked)
+    # Folded as normalise() folds a value: "Doe^John" in the bytes is "DOE JOHN".
+    if any(c in term for term in identifying.text for c in _FOLD_OUTSIDE):  # a rare name: as text
+        text = masked.decode("latin-1").upper().replace("^", " ").replace("=", " ").replace("\0", " ")
+        text = " ".join(text.split())
+    else:
+        text = b" ".join(masked.replace(b"\xdf", b"ss").translate(_FOLD).split()).decode("latin-1")
+    found = set(index.find(_blank(text, own)))
     count = len(found)
-    upper = masked.upper()
-    for term in identifying.text - found:
-        # a multi-byte character set: look for the UTF-8 encoding too
-        utf8 = term.encode("utf-8")
-        if utf8 != term.encode("latin-1", "replace") and utf8 in upper:
-            count += 1
-    uid_runs = {run.decode("ascii") for run in _UID_RUN.findall(masked)}
-    count += len(uid_runs & identifying.uids)
+    wide = [term for term in identifying.text - found if not term.isascii()]
+    if wide:
+        upper = masked.upper()
+        for term in wide:
+            # a multi-byte character set: look for the UTF-8 encoding too
+            utf8 = term.encode("utf-8")
+            if utf8 != term.encode("latin-1", "replace") and utf8 in upper:
+                count += 1
+    # Original UIDs written as a whole run (as a UID is encoded).
+    whole = [uid for uid in identifying.uids if _WHOLE_UID.fullmatch(uid)]
+    count += sum(1 for uid in whole if _whole_runs(masked, uid.encode("ascii")))
     return count
