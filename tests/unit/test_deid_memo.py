@@ -120,3 +120,28 @@ def test_a_descriptor_cleaned_of_its_own_files_uid_is_not_reused_for_another_fil
     assert quoted not in own_out.StudyDescription
     assert quoted in other_out.StudyDescription
     assert own_result.leak.passed and other_result.leak.passed
+
+
+def test_what_is_remembered_is_bounded_and_forgetting_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given slices of six different patients, and a memo allowed very few entries
+    from dicomflow.deid.rewrite import _Memo
+
+    monkeypatch.setattr(_Memo, "MAX_ENTRIES", 150)
+    slices = []
+    for n in range(6):
+        path = tmp_path / f"p{n}.dcm"
+        planted_ct(path, values={"pid": f"PID-{n:04d}-X", "name": f"Patient{n}^Given"}, trailing=False)
+        slices.append(path.read_bytes())
+    shared = Deidentifier(KEY)
+    for _ in range(2):
+        for data in slices:
+            # When one de-identifier prepares them in turn (twice round)
+            warm = _prepare(data, shared)
+            # Then each comes out as from a fresh de-identifier
+            _assert_same(warm, _prepare(data, Deidentifier(KEY)), "slice")
+            # And the memo keeps at most a few patients' contexts and its bounded number of entries
+            memo = _MEMOS[shared]
+            assert len(memo.walked) <= _Memo.MAX_CONTEXTS
+            assert memo._entries <= _Memo.MAX_ENTRIES

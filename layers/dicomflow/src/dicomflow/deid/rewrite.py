@@ -129,8 +129,12 @@ class _Memo:
     Bounded: it is emptied when it holds too much.
     """
 
-    MAX_ENTRIES = 1 << 16
-    MAX_BYTES = 64 << 20
+    #: Bounds: entries (a 2000-frame header makes about 14 000), bytes charged (about 4x what
+    #: the elements read take: the outcomes hold their new elements too), and contexts (patients:
+    #: the files of a scan come together, so only the last few are worth keeping).
+    MAX_ENTRIES = 1 << 15
+    MAX_BYTES = 48 << 20
+    MAX_CONTEXTS = 4
 
     def __init__(self) -> None:
         self.collected: dict[tuple[object, ...], tuple[Contribution, ...]] = {}
@@ -139,6 +143,15 @@ class _Memo:
         self.searched: dict[tuple[frozenset[str], frozenset[str]], dict[Element, ValueChecks]] = {}
         self._entries = 0
         self._bytes = 0
+
+    def walked_in(self, context: tuple[object, ...]) -> dict[tuple[object, ...], _Outcome]:
+        """The outcomes remembered in a context (a new context pushes out the oldest)."""
+        walked = self.walked.get(context)
+        if walked is None:
+            while len(self.walked) >= self.MAX_CONTEXTS:
+                del self.walked[next(iter(self.walked))]
+            walked = self.walked[context] = {}
+        return walked
 
     def recorded_elements(self, run: _RawRun, recorded: Recorded) -> list[Element]:
         """The elements recording what was done (the same for every file of a patient; kept per
@@ -160,6 +173,8 @@ class _Memo:
         search_key = (frozenset(run.identifying.text), own)
         known = self.searched.get(search_key)
         if known is None:
+            while len(self.searched) >= self.MAX_CONTEXTS:
+                del self.searched[next(iter(self.searched))]
             known = self.searched[search_key] = {}
         search = LeakSearch(*search_key)
         text = run.text
@@ -176,7 +191,7 @@ class _Memo:
     def charge(self, size: int) -> None:
         """Account for one new entry of about ``size`` bytes; empty everything past the bounds."""
         self._entries += 1
-        self._bytes += size + 200
+        self._bytes += 4 * size + 300
         if self._entries > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES:
             self.collected.clear()
             self.walked.clear()
@@ -241,10 +256,7 @@ class _RawRun(Policy):
     def start_walk(self) -> None:
         """Choose the remembered outcomes of this file's context (call after :meth:`collect`)."""
         context = (self.text.codec, self.implicit, self.shift, frozenset(self.identifying.text))
-        walked = self.memo.walked.get(context)
-        if walked is None:
-            walked = self.memo.walked[context] = {}
-        self._walked = walked
+        self._walked = self.memo.walked_in(context)
 
     def _decided(self, e: Element) -> Element | None:
         """A public element as the policy decides it, remembered for the files after this one
