@@ -221,16 +221,18 @@ def _raw_hits(
     if not raw:
         return 0
     # Mask our own UIDs where they are whole runs of digits and dots; keep everything else as is.
-    masked: bytes | bytearray = raw
-    for uid in new_uids:
-        mine = uid.encode("ascii")
-        if _WHOLE_UID.fullmatch(uid) is None:
-            continue
-        for start in _whole_runs(raw, mine):
-            if masked is raw:
-                masked = bytearray(raw)
-            masked[start : start + len(mine)] = b"#" * len(mine)
-    masked = bytes(masked)
+    spans = [
+        (start, len(uid))
+        for uid in new_uids
+        if _WHOLE_UID.fullmatch(uid)
+        for start in _whole_runs(raw, uid.encode("ascii"))
+    ]
+    masked = raw
+    if spans:
+        buffer = bytearray(raw)
+        for start, length in spans:
+            buffer[start : start + length] = b"#" * length
+        masked = bytes(buffer)
     # Folded as normalise() folds a value: "Doe^John" in the bytes is "DOE JOHN".
     if any(c in term for term in identifying.text for c in _FOLD_OUTSIDE):  # a rare name: as text
         text = masked.decode("latin-1").upper().replace("^", " ").replace("=", " ").replace("\0", " ")

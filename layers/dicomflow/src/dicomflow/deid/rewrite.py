@@ -264,8 +264,8 @@ class _RawRun(Policy):
         key = _key(e)
         outcome = self._walked.get(key)
         if outcome is not None:
-            element, done, uids = outcome
-            self.done.extend(done)
+            element, actions, uids = outcome
+            self.done.extend(actions)
             if uids:
                 self.uid_map.update(uids)
                 self.uid_log.extend(uids)
