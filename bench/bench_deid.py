@@ -19,7 +19,9 @@ time at most 2x ``cp`` and peak RSS under 100 MB.
 
 The machine is shared and noisy: cp, gdcmanon and dicomflow run ``DEID_BENCH_REPEAT`` times (default
 5) in interleaved rounds, each after a ``sync``; their best and median times are printed, and the
-ratios and targets are given for both. The slow peers run once.
+ratios and targets are given for both. The slow peers run once. The process tree's RSS is sampled in
+the first round only (the sampler's own CPU would otherwise weigh on the tools that use both cores);
+the peak RSS of a tool is the largest of its rounds.
 
 ``DEID_BENCH_QUICK=1`` shrinks both inputs (for trying the benchmark itself, not for figures);
 ``DEID_BENCH_CASES=series`` (or ``file``) runs one of them.
@@ -126,7 +128,11 @@ def main() -> int:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 cmd = build(source, out)  # type: ignore[operator]
                 os.sync()
-                run = _skipped(tool, cmd) if isinstance(cmd, str) else _measure(tool, cmd, out)
+                run = (
+                    _skipped(tool, cmd)
+                    if isinstance(cmd, str)
+                    else _measure(tool, cmd, out, sample=round_no == 0)
+                )
                 every[tool].append(run)
                 _print_run(run, files, size)
                 if tool == DICOMFLOW and run.ok and round_no == 0:
@@ -323,8 +329,11 @@ def _skipped(tool: str, why: str) -> Run:
     return Run(tool, f"skipped: {why}")
 
 
-def _measure(tool: str, cmd: Sequence[str], out: Path) -> Run:
-    """Run ``cmd`` in its own process group with a timeout; wall time and peak RSS."""
+def _measure(tool: str, cmd: Sequence[str], out: Path, sample: bool = True) -> Run:
+    """Run ``cmd`` in its own process group with a timeout; wall time and peak RSS.
+
+    ``sample``: also sample the process tree's RSS every 20 ms (about 0.7 ms a sample here: it
+    takes a little of the CPU a tool on both cores would use, so only the first round samples)."""
     # Linux carries the spawning process's high-water RSS into the child's ru_maxrss across exec, so
     # a child of this (Python) process never reports under ~18 MB. GNU time, small itself, spawns
     # the tool and reports the tool's own figure; wait4's is the fallback.
@@ -336,7 +345,8 @@ def _measure(tool: str, cmd: Sequence[str], out: Path) -> Run:
         wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
     sampler = _TreeSampler(proc.pid)
-    sampler.start()
+    if sample:
+        sampler.start()
     timed_out = threading.Event()
 
     def kill() -> None:
@@ -352,7 +362,8 @@ def _measure(tool: str, cmd: Sequence[str], out: Path) -> Run:
     _, wait_status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     timer.cancel()
-    sampler.stop()
+    if sample:
+        sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(wait_status)
     reader.join()
     rss = usage.ru_maxrss / 1024.0

@@ -42,13 +42,23 @@ class Prepared:
         report.header_bytes_read = self.header_bytes_read
         report.header_bytes_written = len(self.new_header)
         report.pixel_bytes = self.pixel_length
-        if not self.leak.passed:
-            report.verdict = Verdict.FAILED
-            report.reasons.append(
-                f"leak check: {len(self.leak.element_hits)} element hit(s), {self.leak.raw_hits} raw hit(s)"
-            )
-        elif self.held:
-            report.verdict = Verdict.HELD
-            report.reasons.extend(self.held)
-        else:
-            report.verdict = Verdict.PASSED
+        judge(report, self.leak, self.held)
+
+
+def judge(report: FileReport, leak: LeakReport, held: list[str], pixels_differ: str | None = None) -> None:
+    """Set the verdict, every engine alike: FAILED on a leak, or on ``pixels_differ`` (the reason
+    the pixels are not proven untouched); HELD for review on burned-in annotation (``held``: why);
+    else PASSED."""
+    if not leak.passed:
+        report.verdict = Verdict.FAILED
+        report.reasons.append(
+            f"leak check: {len(leak.element_hits)} element hit(s), {leak.raw_hits} raw hit(s)"
+        )
+    elif pixels_differ:
+        report.verdict = Verdict.FAILED
+        report.reasons.append(pixels_differ)
+    elif held:
+        report.verdict = Verdict.HELD
+        report.reasons.extend(held)
+    else:
+        report.verdict = Verdict.PASSED

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from dicomflow.deid.pixels import ALGORITHM, SMALL_RANGE, copy_pixels, hash_file_range, hash_object_range
 from dicomflow.deid.policy import Deidentifier
-from dicomflow.deid.prepared import Prepared
+from dicomflow.deid.prepared import Prepared, judge
 from dicomflow.deid.report import FileReport, Verdict
 from dicomflow.deid.rewrite import prepare_raw
 from dicomflow.dicom.elements import Buffer
@@ -321,20 +321,8 @@ def _fill_deflated(report: FileReport, deflated: Deflated) -> None:
     report.pixel_hash_algorithm = ALGORITHM if before else None
     report.pixels_identical = before == after if before else None
     report.trailing = "deflated: inflated in memory, de-identified whole, re-deflated"
-    held = burned_in_reasons(deflated.original)
-    if not leak.passed:
-        report.verdict = Verdict.FAILED
-        report.reasons.append(
-            f"leak check: {len(leak.element_hits)} element hit(s), {leak.raw_hits} raw hit(s)"
-        )
-    elif before and before != after:
-        report.verdict = Verdict.FAILED
-        report.reasons.append("pixel data differs after re-encoding")
-    elif held:
-        report.verdict = Verdict.HELD
-        report.reasons.extend(held)
-    else:
-        report.verdict = Verdict.PASSED
+    differ = "pixel data differs after re-encoding" if before and before != after else None
+    judge(report, leak, burned_in_reasons(deflated.original), differ)
 
 
 def _write_deflated_local(
