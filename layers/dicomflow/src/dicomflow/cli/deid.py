@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dicomflow.cli.forked import map_forked
+
 if TYPE_CHECKING:
     from dicomflow.deid.policy import Deidentifier
     from dicomflow.deid.report import FileReport
@@ -71,15 +73,13 @@ def _key_file(path: Path | None) -> Path:
     return default
 
 
-# One de-identifier per worker process, built once by the pool initialiser.
+# The run's de-identifier, built before the workers fork: they inherit it.
 _DEID: Deidentifier | None = None
 _VERIFY = True
 
 
 def _init(key_file: str, options: str, verify: bool) -> None:
     global _DEID, _VERIFY
-    if _DEID is not None:
-        return  # a forked worker: the parent built it (and imported and loaded everything) already
     import warnings
 
     # pydicom warns about every odd value it tolerates; the report carries what matters.
@@ -98,6 +98,14 @@ def _one(job: tuple[str, str, str]) -> FileReport:
     src, dst, held = job
     assert _DEID is not None
     return deidentify_file(src, dst, _DEID, held_dst=held, verify_pixels=_VERIFY)
+
+
+def _lost(job: tuple[str, str, str], reason: str) -> FileReport:
+    """The report of a file whose worker died before finishing it: FAILED, nothing written
+    (its partial output, if any, is left as ``*.partial`` and never renamed into place)."""
+    from dicomflow.deid.report import FileReport, Verdict
+
+    return FileReport(source=job[0], verdict=Verdict.FAILED, reasons=[reason])
 
 
 def _jobs(src: Path, dest: Path, held: Path) -> Iterator[tuple[str, str, str]]:
@@ -150,16 +158,8 @@ def run(args: argparse.Namespace) -> int:
     from dicomflow.dicom.dictionary import dictionary_vr
 
     dictionary_vr(0x00100010)  # loads the data dictionary
-    if workers == 1:
-        reports = [_one(job) for job in jobs]
-    else:
-        from concurrent.futures import ProcessPoolExecutor  # 15 ms to import: only when used
-
-        chunk = max(1, min(16, len(jobs) // (workers * 4)))
-        with ProcessPoolExecutor(
-            workers, initializer=_init, initargs=(str(key_file), args.options, verify)
-        ) as pool:
-            reports = list(pool.map(_one, jobs, chunksize=chunk))
+    chunk = max(1, min(16, len(jobs) // (workers * 4)))
+    reports = map_forked(_one, jobs, workers, _lost, chunk)
     run_report = RunReport(
         profile=f"DICOM PS3.15 Table E.1-1 edition {table()['edition']}",
         options=list(options.enabled),

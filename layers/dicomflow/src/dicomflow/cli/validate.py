@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dicomflow.cli.forked import map_forked
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -94,9 +96,14 @@ def _validate_one(job: tuple[str, str, int | None, str | None, list[str], str]) 
     return report.to_dict()
 
 
-def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor
+def _lost(job: tuple[Any, ...], reason: str) -> dict[str, Any]:
+    """The report of a file whose worker died before validating it: rejected, with the reason."""
+    from dicomflow.validation import Finding, ValidationReport
 
+    return ValidationReport(job[0], (Finding("WORKER_DIED", reason),)).to_dict()
+
+
+def run(args: argparse.Namespace) -> int:
     from dicomflow.errors import InvalidInputError
     from dicomflow.manifest import ScanManifest
     from dicomflow.validation import Finding, Severity, ValidationReport, validate_scan
@@ -131,11 +138,8 @@ def run(args: argparse.Namespace) -> int:
         jobs.append((name, str(path), size, sha, list(args.allow_sop_class), salt))
 
     workers = max(1, min(args.jobs, len(jobs)))
-    if workers == 1:
-        results = [_validate_one(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_validate_one, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+    chunk = max(1, len(jobs) // (workers * 8))
+    results = map_forked(_validate_one, jobs, workers, _lost, chunk)
     reports = [ValidationReport.from_dict(r) for r in results]
 
     scan_report = None

@@ -1,0 +1,168 @@
+"""A function over many jobs in forked worker processes, the results in job order.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: importing and starting it (with multiprocessing
+and logging) costs a run about 30 ms, a tenth of de-identifying a 300-slice series; and a worker
+that dies (killed, out of memory, a fault) breaks the whole pool and loses every result. Here a
+worker that dies loses only the jobs it had claimed and not finished: they come back through
+``on_lost`` with the reason, and the other workers go on.
+
+How: the workers are forked after the caller has loaded what they need (a de-identifier, its
+tables), so they inherit it. They claim chunks of jobs from one pipe (4-byte chunk numbers: pipe
+reads and writes that small are atomic, so no chunk is claimed twice) and send each result back,
+pickled and framed, on a pipe of their own. Where ``os.fork`` does not exist, or for one worker,
+the jobs run in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import selectors
+import signal
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+_CHUNK_NUMBER = struct.Struct("<I")
+_FRAME = struct.Struct("<IQ")  # job index, length of the pickled result that follows
+
+
+class WorkerError(Exception):
+    """A job raised in a worker: the worker's traceback, as text."""
+
+
+def map_forked(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int,
+    on_lost: Callable[[J, str], R],
+    chunk: int = 1,
+) -> list[R]:
+    """``[fn(job) for job in jobs]`` on ``workers`` forked processes.
+
+    ``on_lost(job, reason)`` gives the result of a job whose worker died before finishing it.
+    An exception raised by ``fn`` ends the run with :class:`WorkerError` (as ``map`` would).
+    """
+    if workers <= 1 or len(jobs) <= 1 or not hasattr(os, "fork"):
+        return [fn(job) for job in jobs]
+    chunks = (len(jobs) + chunk - 1) // chunk
+    workers = min(workers, chunks)
+    claim_r, claim_w = os.pipe()
+    children: dict[int, int] = {}  # pid -> read end of its result pipe
+    for _ in range(workers):
+        result_r, result_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            os.close(claim_w)
+            os.close(result_r)
+            for other in children.values():
+                os.close(other)
+            _work(fn, jobs, chunk, claim_r, result_w)
+        os.close(result_w)
+        children[pid] = result_r
+    os.close(claim_r)
+    # Chunk numbers are fed from a thread: more than a pipe holds would block this one.
+    feeder = threading.Thread(target=_feed, args=(claim_w, chunks), daemon=True)
+    feeder.start()
+    results: dict[int, R] = {}
+    failure: str | None = None
+    try:
+        failure = _collect(children, results)
+    except BaseException:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        deaths = {pid: os.waitpid(pid, 0)[1] for pid in children}
+        feeder.join()
+    if failure is not None:
+        raise WorkerError(failure)
+    out: list[R] = []
+    for index, job in enumerate(jobs):
+        if index in results:
+            out.append(results[index])
+        else:
+            out.append(on_lost(job, _death_reason(deaths)))
+    return out
+
+
+def _work(fn: Callable[[J], R], jobs: Sequence[J], chunk: int, claim_r: int, result_w: int) -> None:
+    status = 0
+    try:
+        while True:
+            claimed = os.read(claim_r, _CHUNK_NUMBER.size)
+            if len(claimed) < _CHUNK_NUMBER.size:
+                break  # no chunks left
+            (number,) = _CHUNK_NUMBER.unpack(claimed)
+            for index in range(number * chunk, min(len(jobs), (number + 1) * chunk)):
+                try:
+                    payload = pickle.dumps(fn(jobs[index]), protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception:  # noqa: BLE001 - sent to the parent, which raises it
+                    import traceback  # 3 ms to import: only on a failure
+
+                    payload = pickle.dumps(WorkerError(traceback.format_exc()))
+                _write_all(result_w, _FRAME.pack(index, len(payload)) + payload)
+    except BaseException:  # noqa: BLE001 - a worker must never return into the caller's code
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _feed(claim_w: int, chunks: int) -> None:
+    try:
+        for number in range(chunks):
+            os.write(claim_w, _CHUNK_NUMBER.pack(number))
+    except OSError:
+        pass  # every worker is gone: the jobs left are reported lost
+    finally:
+        os.close(claim_w)
+
+
+def _collect(children: dict[int, int], results: dict[int, Any]) -> str | None:
+    """Read every worker's results until all have closed their pipes; the first job error, if any."""
+    failure: str | None = None
+    buffers = {fd: bytearray() for fd in children.values()}
+    with selectors.DefaultSelector() as selector:
+        for fd in buffers:
+            selector.register(fd, selectors.EVENT_READ)
+        while buffers:
+            for key, _ in selector.select():
+                fd = int(key.fd)
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    selector.unregister(fd)
+                    os.close(fd)
+                    del buffers[fd]
+                    continue
+                buffer = buffers[fd]
+                buffer += data
+                while len(buffer) >= _FRAME.size:
+                    index, length = _FRAME.unpack_from(buffer)
+                    if len(buffer) < _FRAME.size + length:
+                        break
+                    result = pickle.loads(buffer[_FRAME.size : _FRAME.size + length])
+                    del buffer[: _FRAME.size + length]
+                    if isinstance(result, WorkerError):
+                        failure = failure or str(result)
+                    else:
+                        results[index] = result
+    return failure
+
+
+def _death_reason(deaths: dict[int, int]) -> str:
+    for status in deaths.values():
+        if os.WIFSIGNALED(status):
+            return f"the worker process was killed by signal {os.WTERMSIG(status)} before finishing this file"
+    return "the worker process ended before finishing this file"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

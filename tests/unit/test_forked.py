@@ -1,0 +1,67 @@
+"""map_forked: results in job order from forked workers; a job's exception ends the run with the
+worker's traceback; a worker that dies loses only the jobs it had not finished, which come back
+through on_lost with the reason, while the other workers finish theirs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from dicomflow.cli.forked import WorkerError, map_forked
+
+
+def _square(n: int) -> tuple[int, int]:
+    return n * n, os.getpid()
+
+
+def _lost(n: int, reason: str) -> tuple[int, int]:
+    return -n, 0
+
+
+def test_results_come_back_in_job_order_from_several_workers() -> None:
+    results = map_forked(_square, list(range(200)), workers=2, on_lost=_lost, chunk=3)
+    assert [r for r, _ in results] == [n * n for n in range(200)]
+    pids = {pid for _, pid in results}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # forked workers (one may take all)
+
+
+def test_one_worker_or_one_job_runs_here() -> None:
+    assert map_forked(_square, [3], workers=4, on_lost=_lost) == [(9, os.getpid())]
+    assert [r for r, _ in map_forked(_square, [1, 2], workers=1, on_lost=_lost)] == [1, 4]
+
+
+def _fails_on_seven(n: int) -> int:
+    if n == 7:
+        raise ValueError("seven is not allowed")
+    return n
+
+
+def test_an_exception_in_a_job_ends_the_run_with_the_workers_traceback() -> None:
+    with pytest.raises(WorkerError, match="seven is not allowed"):
+        map_forked(_fails_on_seven, list(range(20)), workers=2, on_lost=lambda n, r: n)
+
+
+def _dies_on_five(n: int) -> int:
+    if n == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
+
+
+def test_a_worker_that_dies_loses_only_its_unfinished_jobs_and_says_why() -> None:
+    lost: dict[int, str] = {}
+
+    def on_lost(n: int, reason: str) -> int:
+        lost[n] = reason
+        return -1
+
+    # chunks of 4: the worker that claims 4..7 dies on 5; 4 is done, 5, 6 and 7 are lost
+    results = map_forked(_dies_on_five, list(range(40)), workers=2, on_lost=on_lost, chunk=4)
+    assert 5 in lost and "signal 9" in lost[5]
+    assert set(lost) <= {5, 6, 7} | set(range(8, 40))
+    # every job that was not lost has its own result, in order
+    assert all(results[n] == n for n in range(40) if n not in lost)
+    assert results[4] == 4
+    # the surviving worker went on: most jobs still finished
+    assert len(lost) < 20
