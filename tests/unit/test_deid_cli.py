@@ -84,3 +84,41 @@ def test_an_unknown_option_is_refused(tree: Path, tmp_path: Path, capsys: pytest
     )
     assert status == 2
     assert "unknown de-identification option" in capsys.readouterr().err
+
+
+def test_a_worker_killed_mid_file_fails_that_file_only_and_leaves_nothing_of_it(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from dicomflow.cli import deid as deid_cli
+
+    # Given a worker that is killed while writing one file (say, by the out-of-memory killer)
+    real = deid_cli._one
+
+    def dies_on_phase_00(job: tuple[str, str, str]) -> object:
+        if "phase_00" in job[0]:
+            Path(job[1]).parent.mkdir(parents=True, exist_ok=True)
+            Path(job[1] + ".partial").write_bytes(b"half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(job)
+
+    monkeypatch.setattr(deid_cli, "_one", dies_on_phase_00)
+    key = tmp_path / "deid.key"
+    key.write_text("ab" * 32)
+    dest, report_path = tmp_path / "out", tmp_path / "report.json"
+    # When the tree is de-identified with two workers
+    status = main(
+        ["deid", str(tree), str(dest), "--key-file", str(key), "--report", str(report_path), "--workers", "2"]
+    )
+    # Then the run finishes: that file FAILED with the reason, nothing of it in DEST, and the files
+    # the killed worker had not reached are reported too (failed, or done by the other worker)
+    assert status == 1
+    report = json.loads(report_path.read_text())
+    by_name = {str(Path(f["source"]).relative_to(tree)): f for f in report["files"]}
+    assert len(by_name) == 4
+    killed = by_name["phase_00/slice_0001.dcm"]
+    assert killed["verdict"] == "failed" and "killed by signal 9" in killed["reasons"][0]
+    assert not list(dest.rglob("*.partial")) and not (dest / "phase_00" / "slice_0001.dcm").exists()
+    assert by_name["notes.txt"]["verdict"] in ("rejected", "failed")

@@ -101,10 +101,12 @@ def _one(job: tuple[str, str, str]) -> FileReport:
 
 
 def _lost(job: tuple[str, str, str], reason: str) -> FileReport:
-    """The report of a file whose worker died before finishing it: FAILED, nothing written
-    (its partial output, if any, is left as ``*.partial`` and never renamed into place)."""
+    """The report of a file whose worker died before finishing it: FAILED, and nothing left of
+    it (an output is only renamed into place once complete: a ``.partial`` one is removed)."""
     from dicomflow.deid.report import FileReport, Verdict
 
+    for target in job[1:]:
+        Path(target + ".partial").unlink(missing_ok=True)
     return FileReport(source=job[0], verdict=Verdict.FAILED, reasons=[reason])
 
 
