@@ -235,13 +235,14 @@ class _RawRun(Policy):
 
     def _gather(self, elements: list[Element]) -> list[Contribution]:
         found: list[Contribution] = []
-        codec = self.text.codec
+        # What a value adds depends on how it decodes; a sequence's bytes, on how they parse.
+        prefix = (self.text.codec, self.implicit)
         for e in elements:
             if e.tag >> 16 & 1 or passes_through(e.vr):
                 continue
             if e.items is None and not self.collects(e.tag, e.vr):
                 continue
-            key = (codec, *_key(e))
+            key = prefix + _key(e)
             known = self._collected.get(key)
             if known is None:
                 if e.items is not None:
