@@ -65,3 +65,10 @@ def test_a_worker_that_dies_loses_only_its_unfinished_jobs_and_says_why() -> Non
     assert results[4] == 4
     # the surviving worker went on: most jobs still finished
     assert len(lost) < 20
+
+
+def test_first_here_runs_the_first_job_in_this_process_and_the_rest_in_workers() -> None:
+    results = map_forked(_square, list(range(30)), workers=2, on_lost=_lost, chunk=2, first_here=True)
+    assert [r for r, _ in results] == [n * n for n in range(30)]
+    assert results[0][1] == os.getpid()
+    assert all(pid != os.getpid() for _, pid in results[1:])

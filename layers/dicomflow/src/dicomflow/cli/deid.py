@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
 
     dictionary_vr(0x00100010)  # loads the data dictionary
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
-    reports = map_forked(_one, jobs, workers, _lost, chunk)
+    # The first file is done here: the workers inherit what the de-identifier learnt from it
+    # (a series' other slices differ from it in a few elements).
+    reports = map_forked(_one, jobs, workers, _lost, chunk, first_here=True)
     run_report = RunReport(
         profile=f"DICOM PS3.15 Table E.1-1 edition {table()['edition']}",
         options=list(options.enabled),

@@ -16,6 +16,7 @@ the jobs run in this process.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import selectors
@@ -42,18 +43,28 @@ def map_forked(
     workers: int,
     on_lost: Callable[[J, str], R],
     chunk: int = 1,
+    first_here: bool = False,
 ) -> list[R]:
     """``[fn(job) for job in jobs]`` on ``workers`` forked processes.
 
     ``on_lost(job, reason)`` gives the result of a job whose worker died before finishing it.
     An exception raised by ``fn`` ends the run with :class:`WorkerError` (as ``map`` would).
+    ``first_here``: run the first job in this process before forking, so that whatever it warms
+    (caches, what ``fn`` remembers from job to job) is inherited by every worker instead of being
+    warmed by each.
     """
     if workers <= 1 or len(jobs) <= 1 or not hasattr(os, "fork"):
         return [fn(job) for job in jobs]
+    if first_here:
+        first = fn(jobs[0])
+        return [first, *map_forked(fn, jobs[1:], workers, on_lost, chunk)]
     chunks = (len(jobs) + chunk - 1) // chunk
     workers = min(workers, chunks)
     claim_r, claim_w = os.pipe()
     children: dict[int, int] = {}  # pid -> read end of its result pipe
+    # What the parent loaded is shared with the workers page by page until written to; a garbage
+    # collection in a worker would write to every object (and copy every page): keep them out of it.
+    gc.freeze()
     for _ in range(workers):
         result_r, result_w = os.pipe()
         pid = os.fork()
@@ -81,6 +92,7 @@ def map_forked(
     finally:
         deaths = {pid: os.waitpid(pid, 0)[1] for pid in children}
         feeder.join()
+        gc.unfreeze()
     if failure is not None:
         raise WorkerError(failure)
     out: list[R] = []
