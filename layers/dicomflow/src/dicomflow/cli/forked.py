@@ -9,9 +9,9 @@ they come back through ``on_lost`` with the reason, and the other workers go on.
 How: the workers are forked after the caller has loaded what they need (a de-identifier, its
 tables), so they inherit it. They claim chunks of jobs from one pipe (4-byte chunk numbers: pipe
 reads and writes that small are atomic, so no chunk is claimed twice) and send each result back,
-pickled and framed, on a pipe of their own. Where ``os.fork`` does not exist, or for one worker,
-the jobs run in this process. (On macOS, where forking a process that has used system frameworks
-is unsafe, the callers here fork before touching any: they load only this package and blake3.)
+pickled and framed, on a pipe of their own. On Linux only: elsewhere (macOS, where forking a
+process that has loaded system frameworks, as numpy may, is unsafe; Windows, which cannot fork),
+or for one worker, the jobs run in this process, one after the other.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pickle
 import selectors
 import signal
 import struct
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -54,7 +55,7 @@ def map_forked(
     (caches, what ``fn`` remembers from job to job) is inherited by every worker instead of being
     warmed by each.
     """
-    if workers <= 1 or len(jobs) <= 1 or not hasattr(os, "fork"):
+    if workers <= 1 or len(jobs) <= 1 or sys.platform != "linux":
         return [fn(job) for job in jobs]
     if first_here:
         first = fn(jobs[0])
