@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -76,6 +75,8 @@ class LocalKey:
     @classmethod
     def generate_file(cls, path: str | os.PathLike[str]) -> LocalKey:
         """Create a new random key file (mode 0600) and return its key. Refuses to overwrite."""
+        import secrets  # imports random: only when a key is made
+
         secret = secrets.token_bytes(KEY_BYTES)
         fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
