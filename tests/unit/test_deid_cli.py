@@ -26,17 +26,22 @@ def tree(tmp_path: Path) -> Path:
     return src
 
 
-def test_a_tree_is_mirrored_with_only_passed_files(tree: Path, tmp_path: Path) -> None:
+def _deid_tree(tree: Path, tmp_path: Path) -> tuple[int, dict, Path]:
+    """``dicomflow deid TREE OUT`` with a key file, a report and two workers: (status, report, OUT)."""
     key = tmp_path / "deid.key"
     key.write_text("ab" * 32)
     dest, report_path = tmp_path / "out", tmp_path / "report.json"
-    # When the tree is de-identified with two workers
     status = main(
         ["deid", str(tree), str(dest), "--key-file", str(key), "--report", str(report_path), "--workers", "2"]
     )
+    return status, json.loads(report_path.read_text()), dest
+
+
+def test_a_tree_is_mirrored_with_only_passed_files(tree: Path, tmp_path: Path) -> None:
+    # When the tree is de-identified with two workers
+    status, report, dest = _deid_tree(tree, tmp_path)
     # Then the exit status says not everything passed, and the report says what happened to each file
     assert status == 1
-    report = json.loads(report_path.read_text())
     assert report["counts"] == {"passed": 2, "held": 1, "failed": 0, "rejected": 1}
     assert "2026c" in report["profile"] and report["key_id"].startswith("local:")
     by_name = {Path(f["source"]).name: f for f in report["files"]}
@@ -105,17 +110,11 @@ def test_a_worker_killed_mid_file_fails_that_file_only_and_leaves_nothing_of_it(
         return real(job)
 
     monkeypatch.setattr(deid_cli, "_one", dies_on_phase_00)
-    key = tmp_path / "deid.key"
-    key.write_text("ab" * 32)
-    dest, report_path = tmp_path / "out", tmp_path / "report.json"
     # When the tree is de-identified with two workers
-    status = main(
-        ["deid", str(tree), str(dest), "--key-file", str(key), "--report", str(report_path), "--workers", "2"]
-    )
+    status, report, dest = _deid_tree(tree, tmp_path)
     # Then the run finishes: that file FAILED with the reason, nothing of it in DEST, and the files
     # the killed worker had not reached are reported too (failed, or done by the other worker)
     assert status == 1
-    report = json.loads(report_path.read_text())
     by_name = {str(Path(f["source"]).relative_to(tree)): f for f in report["files"]}
     assert len(by_name) == 4
     killed = by_name["phase_00/slice_0001.dcm"]

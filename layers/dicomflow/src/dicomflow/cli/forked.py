@@ -64,27 +64,28 @@ def map_forked(
     workers = min(workers, chunks)
     claim_r, claim_w = os.pipe()
     children: dict[int, int] = {}  # pid -> read end of its result pipe
+    feeder: threading.Thread | None = None
+    results: dict[int, R] = {}
     # What the parent loaded is shared with the workers page by page until written to; a garbage
     # collection in a worker would write to every object (and copy every page): keep them out of it.
     gc.freeze()
-    for _ in range(workers):
-        result_r, result_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns
-            os.close(claim_w)
-            os.close(result_r)
-            for other in children.values():
-                os.close(other)
-            _work(fn, jobs, chunk, claim_r, result_w)
-        os.close(result_w)
-        children[pid] = result_r
-    os.close(claim_r)
-    # Chunk numbers are fed from a thread: more than a pipe holds would block this one.
-    feeder = threading.Thread(target=_feed, args=(claim_w, chunks), daemon=True)
-    feeder.start()
-    results: dict[int, R] = {}
-    failure: str | None = None
     try:
+        for _ in range(workers):
+            result_r, result_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker: never returns
+                os.close(claim_w)
+                os.close(result_r)
+                for other in children.values():
+                    os.close(other)
+                _work(fn, jobs, chunk, claim_r, result_w)
+            os.close(result_w)
+            children[pid] = result_r
+        os.close(claim_r)
+        claim_r = -1
+        # Chunk numbers are fed from a thread: more than a pipe holds would block this one.
+        feeder = threading.Thread(target=_feed, args=(claim_w, chunks), daemon=True)
+        feeder.start()
         failure = _collect(children, results)
     except BaseException:
         for pid in children:
@@ -93,7 +94,12 @@ def map_forked(
         raise
     finally:
         deaths = {pid: os.waitpid(pid, 0)[1] for pid in children}
-        feeder.join()
+        if feeder is not None:
+            feeder.join()
+        else:  # failed before feeding (fork refused): close what the feeder would have
+            os.close(claim_w)
+            if claim_r >= 0:
+                os.close(claim_r)
         gc.unfreeze()
     if failure is not None:
         raise WorkerError(failure)

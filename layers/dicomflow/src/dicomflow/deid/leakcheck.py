@@ -16,19 +16,15 @@ reported by element tag and by count, never by value.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from dicomflow.deid.policy import IdentifyingValues, TermIndex, normalise, term_index
+from dicomflow.deid.policy import UID_LIKE, IdentifyingValues, TermIndex, normalise, term_index
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
-
-_UID_RUN = re.compile(rb"[0-9.]{8,}")
-_UID_RUN_TEXT = re.compile(r"[0-9.]{8,}")
 
 
 @dataclass(frozen=True)
@@ -167,7 +163,7 @@ def _searchable(value: str, own: tuple[str, ...]) -> str:
 
 @lru_cache(maxsize=1 << 14)
 def _uid_runs(value: str) -> tuple[str, ...]:
-    return tuple(_UID_RUN_TEXT.findall(value))
+    return tuple(UID_LIKE.findall(value))
 
 
 def _blank(text: str, own: tuple[str, ...] | list[str]) -> str:
@@ -196,7 +192,6 @@ _FOLD = _fold_table()
 #: Upper cases of Latin-1 letters outside Latin-1 (see _fold_table).
 _FOLD_OUTSIDE = ("\u0178", "\u039c")
 _RUN_BYTES = frozenset(b"0123456789.")
-_WHOLE_UID = re.compile(r"[0-9.]{8,}")
 
 
 def _whole_runs(raw: bytes, run: bytes) -> list[int]:
@@ -224,7 +219,7 @@ def _raw_hits(
     spans = [
         (start, len(uid))
         for uid in new_uids
-        if _WHOLE_UID.fullmatch(uid)
+        if UID_LIKE.fullmatch(uid)
         for start in _whole_runs(raw, uid.encode("ascii"))
     ]
     masked = raw
@@ -250,6 +245,6 @@ def _raw_hits(
             if utf8 != term.encode("latin-1", "replace") and utf8 in upper:
                 count += 1
     # Original UIDs written as a whole run (as a UID is encoded).
-    whole = [uid for uid in identifying.uids if _WHOLE_UID.fullmatch(uid)]
+    whole = [uid for uid in identifying.uids if UID_LIKE.fullmatch(uid)]
     count += sum(1 for uid in whole if _whole_runs(masked, uid.encode("ascii")))
     return count

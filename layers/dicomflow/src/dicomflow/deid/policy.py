@@ -61,8 +61,9 @@ MIN_IDENTIFYING_LENGTH = 4
 SHORT_NUMBER = 8
 #: Shorter "UIDs" ("0", "1.2") are not searched for either: they are not unique to anybody.
 MIN_UID_LENGTH = 8
-#: A run of characters that could hold an original UID (digits and dots, at least that long).
-_UID_LIKE = re.compile(rf"[0-9.]{{{MIN_UID_LENGTH},}}")
+#: A run of characters that could be a UID (digits and dots, at least that long): what the scrub
+#: and the leak check look for original UIDs in.
+UID_LIKE = re.compile(rf"[0-9.]{{{MIN_UID_LENGTH},}}")
 
 STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -412,7 +413,7 @@ class Policy:
         """The identifying terms in a normalised text: text terms, and the original UIDs (only a
         text with a run of 8 or more digits and dots can hold one)."""
         found = self.scrub_terms.find(upper)
-        if _UID_LIKE.search(upper) is None:
+        if UID_LIKE.search(upper) is None:
             return found
         # This answer depends on this file's own UIDs (a SOP Instance UID differs in every file),
         # not only on the identifying text: an engine must not reuse it for another file.

@@ -125,6 +125,7 @@ def deidentify_file(
     src_path, dst_path = Path(src), Path(dst)
     report = FileReport(source=str(src))
     fd = os.open(src_path, os.O_RDONLY)
+    early: _EarlyHash | None = None
     try:
         size = os.fstat(fd).st_size
         # A small file (a CT slice) is read in one call, header and pixels, and never again.
@@ -133,7 +134,8 @@ def deidentify_file(
         def read_range(start: int, end: int) -> bytes:
             return bytes(whole[start:end]) if whole is not None else os.pread(fd, end - start, start)
 
-        early = _EarlyHash(fd) if verify_pixels else None
+        # Only a file too large to read whole has its pixels hashed early (see _EarlyHash).
+        early = _EarlyHash(fd) if verify_pixels and whole is None else None
         try:
             prepared = prepare(read_range, size, deid, early.start if early else None, whole)
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop a tree; nothing written
