@@ -36,7 +36,8 @@ _FRAME = struct.Struct("<IQ")  # job index, length of the pickled result that fo
 
 
 class WorkerError(Exception):
-    """A job raised in a worker: the worker's traceback, as text."""
+    """A job raised in a worker: the exception's type and where it was raised (file, line and
+    function of each frame). Not its message, which might quote a value read from a file."""
 
 
 def map_forked(
@@ -123,10 +124,8 @@ def _work(fn: Callable[[J], R], jobs: Sequence[J], chunk: int, claim_r: int, res
             for index in range(number * chunk, min(len(jobs), (number + 1) * chunk)):
                 try:
                     payload = pickle.dumps(fn(jobs[index]), protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception:  # noqa: BLE001 - sent to the parent, which raises it
-                    import traceback  # 3 ms to import: only on a failure
-
-                    payload = pickle.dumps(WorkerError(traceback.format_exc()))
+                except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+                    payload = pickle.dumps(WorkerError(_where(exc)))
                 _write_all(result_w, _FRAME.pack(index, len(payload)) + payload)
     except BaseException:  # noqa: BLE001 - a worker must never return into the caller's code
         status = 1
@@ -186,3 +185,11 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _where(exc: BaseException) -> str:
+    import traceback  # 3 ms to import: only on a failure
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    trail = " <- ".join(f"{f.filename}:{f.lineno} {f.name}" for f in reversed(frames))
+    return f"{type(exc).__name__} raised in a worker at {trail}"
