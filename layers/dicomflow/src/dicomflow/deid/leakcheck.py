@@ -112,9 +112,18 @@ class LeakSearch:
 
     def checks(self, values: Iterable[tuple[int, str, str]]) -> ValueChecks:
         """Search (tag, VR, text value) triples for the identifying text."""
+        return self.search(values)[0]
+
+    def search(
+        self, values: Iterable[tuple[int, str, str]]
+    ) -> tuple[ValueChecks, frozenset[str], tuple[str, ...]]:
+        """:meth:`checks`, with the terms found and the texts searched (as searched: normalised,
+        our own words blanked). With those, checks made for one identifying text are known to
+        hold for another (:meth:`holds_for`) without searching again."""
         text_hits: list[int] = []
         uid_values: list[tuple[int, str]] = []
         uid_runs: list[tuple[int, tuple[str, ...]]] = []
+        terms: set[str] = set()
         # An enhanced multi-frame header repeats the same values in thousands of frames: each
         # distinct value is searched once.
         seen_text: dict[str, bool] = {}
@@ -125,12 +134,26 @@ class LeakSearch:
                 continue
             found = seen_text.get(value)
             if found is None:
-                found = seen_text[value] = bool(index.find(_searchable(value, own)))
+                hits = index.find(_searchable(value, own))
+                terms.update(hits)
+                found = seen_text[value] = bool(hits)
             if found:
                 text_hits.append(tag)
             elif runs := _uid_runs(value):
                 uid_runs.append((tag, runs))
-        return ValueChecks(tuple(text_hits), tuple(uid_values), tuple(uid_runs))
+        searched = tuple(_searchable(value, own) for value in seen_text)
+        return ValueChecks(tuple(text_hits), tuple(uid_values), tuple(uid_runs)), frozenset(terms), searched
+
+    @staticmethod
+    def holds_for(
+        terms: frozenset[str], searched: tuple[str, ...], text: frozenset[str], added: frozenset[str]
+    ) -> bool:
+        """Whether checks that found ``terms`` in the texts ``searched`` are also the checks for
+        the identifying ``text``, which adds the terms ``added`` to the text they were made for:
+        yes if every term found is still identifying and no added term occurs in a text searched
+        (a text without a term's characters cannot hold it, so each value's verdict is unchanged).
+        No means search again, not that anything was found."""
+        return terms <= text and not any(term in value for value in searched for term in added)
 
     def report(
         self,

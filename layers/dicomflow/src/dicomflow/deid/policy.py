@@ -379,6 +379,11 @@ class Policy:
         self._scrub_index: TermIndex | None = None
         #: Set once a decision depended on this file's original UIDs (see :meth:`_found`).
         self.uid_dependent = False
+        #: Every search of the identifying text (see :meth:`_found`), in order: the normalised
+        #: text searched and the terms found. A decision is the same for any identifying text in
+        #: which its searches find the same terms: an engine may reuse it for the files of a series
+        #: whose identifying text differs (slices that each carry their own Acquisition DateTime).
+        self.searches: list[tuple[str, frozenset[str]]] = []
 
     @property
     def actions(self) -> Counter[str]:
@@ -403,8 +408,8 @@ class Policy:
     @property
     def scrub_terms(self) -> TermIndex:
         """The identifying text, indexed (the original UIDs are looked for apart: see
-        :meth:`_found`). The same for every file of a patient, so its remembered answers serve a
-        whole series."""
+        :meth:`_found`). Shared by every file with the same identifying text (most series: one
+        patient, one study), so its remembered answers serve them all."""
         if self._scrub_index is None:
             self._scrub_index = term_index(frozenset(self.identifying.text))
         return self._scrub_index
@@ -413,6 +418,7 @@ class Policy:
         """The identifying terms in a normalised text: text terms, and the original UIDs (only a
         text with a run of 8 or more digits and dots can hold one)."""
         found = self.scrub_terms.find(upper)
+        self.searches.append((upper, frozenset(found)))
         if UID_LIKE.search(upper) is None:
             return found
         # This answer depends on this file's own UIDs (a SOP Instance UID differs in every file),

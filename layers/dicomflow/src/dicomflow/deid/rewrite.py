@@ -113,11 +113,18 @@ def _top(elements: list[Element], tag: int) -> Element | None:
     return None
 
 
-#: What became of one element (a sequence: of all it holds): the element written (None: removed),
-#: and what deciding it added to the pass, the actions taken and the UID mappings used (slices of
-#: :attr:`Policy.done` and :attr:`Policy.uid_log`). Replayed for the same element in a later file
-#: of the same context.
-_Outcome = tuple[Element | None, tuple[str, ...], tuple[tuple[str, str], ...]]
+#: What became of one element (a sequence: of all it holds): the element written (None: removed);
+#: what deciding it added to the pass, the actions taken, the UID mappings used and the searches
+#: of the identifying text (slices of :attr:`Policy.done`, :attr:`Policy.uid_log` and
+#: :attr:`Policy.searches`); and the identifying text it was decided with. Replayed for the same
+#: element in a later file of the same context if its searches find the same terms there.
+_Outcome = tuple[
+    Element | None,
+    tuple[str, ...],
+    tuple[tuple[str, str], ...],
+    tuple[tuple[str, frozenset[str]], ...],
+    frozenset[str],
+]
 
 
 class _Memo:
@@ -125,12 +132,15 @@ class _Memo:
     repeat almost every element byte for byte (a CT slice differs from the next in four).
 
     An element is known by its tag, VR and bytes (a sequence by the bytes of all its items), and
-    what becomes of it depends on nothing else within a *context*: the character set, the VR
-    encoding, the patient's date shift and the patient's identifying text (which cleaning takes
-    out). An outcome that depended on the file's own original UIDs (a descriptor quoting one) is
-    not remembered. The answer for a remembered element is the one the policy gave the first
-    time, so a file comes out the same byte for byte as without the memo (tested), only sooner.
-    Bounded: it is emptied when it holds too much.
+    what becomes of it depends on nothing else within a *context* (the character set, the VR
+    encoding and the patient's date shift) but on what its decision found when it searched the
+    patient's identifying text (descriptors are cleaned of it). That text can differ from file to
+    file of one series (slices that each carry their own Acquisition DateTime), so an outcome is
+    kept with its searches and reused where each finds the same terms (:meth:`_RawRun._holds`).
+    An outcome that depended on the file's own original UIDs (a descriptor quoting one) is not
+    remembered. The answer for a remembered element is the one the policy gave the first time, so
+    a file comes out the same byte for byte as without the memo (tested), only sooner. Bounded: it
+    is emptied when it holds too much.
     """
 
     #: Bounds: entries (a 2000-frame header makes about 14 000), bytes charged (about 4x what
@@ -139,12 +149,16 @@ class _Memo:
     MAX_ENTRIES = 1 << 15
     MAX_BYTES = 48 << 20
     MAX_CONTEXTS = 4
+    #: Terms by which a file's identifying text may differ from its patient's base text for the
+    #: remembered leak-check searches to be tried (each costs a substring test per text searched).
+    MAX_TEXT_CHANGE = 16
 
     def __init__(self) -> None:
         self.collected: dict[tuple[object, ...], tuple[Contribution, ...]] = {}
         self.walked: dict[tuple[object, ...], dict[tuple[object, ...], _Outcome]] = {}
         self.recorded: dict[tuple[str, bool, Recorded], list[Element]] = {}
-        self.searched: dict[tuple[frozenset[str], frozenset[str]], dict[Element, ValueChecks]] = {}
+        #: Leak-check searches, per patient (our own words for the patient: pseudonyms and all).
+        self.searched: dict[frozenset[str], _Searches] = {}
         self._entries = 0
         self._bytes = 0
 
@@ -172,22 +186,34 @@ class _Memo:
     ) -> LeakReport:
         """:mod:`dicomflow.deid.leakcheck` on the output: each element's search for the identifying
         text is remembered (an element recurring in a series is searched once per patient), the
-        lookup of this file's original UIDs and the search of the header's bytes are done anew."""
+        lookup of this file's original UIDs and the search of the header's bytes are done anew.
+
+        A search is remembered with the identifying text it was made for (the patient's *base*)
+        and serves a file whose text differs from it by a few terms (each slice's own Acquisition
+        DateTime) when it provably gives the same answer (:meth:`LeakSearch.holds_for`); else the
+        element is searched again for this file's text."""
         own = recorded.own_text
-        search_key = (frozenset(run.identifying.text), own)
-        known = self.searched.get(search_key)
-        if known is None:
-            while len(self.searched) >= self.MAX_CONTEXTS:
+        text = frozenset(run.identifying.text)
+        base = self.searched.get(own)
+        if base is None or len(text ^ base.text) > self.MAX_TEXT_CHANGE:
+            while own not in self.searched and len(self.searched) >= self.MAX_CONTEXTS:
                 del self.searched[next(iter(self.searched))]
-            known = self.searched[search_key] = {}
-        search = LeakSearch(*search_key)
-        text = run.text
-        checks = [search.checks(_text_triples(meta, text))]
+            base = self.searched[own] = _Searches(text, own)
+        added = text - base.text
+        search = base.search if text == base.text else LeakSearch(text, own)
+        codec = run.text
+        checks = [search.checks(_text_triples(meta, codec))]
+        known = base.elements
+        other_text = search is not base.search
         for e in new:
-            check = known.get(e)
-            if check is None:
-                check = known[e] = search.checks(_text_triples([e], text))
+            entry = known.get(e)
+            if entry is None:
+                entry = known[e] = base.search.search(_text_triples([e], codec))
                 self.charge(0)
+            check, terms, searched = entry
+            # (an element without text, most of them, is checked alike for any identifying text)
+            if other_text and searched and not LeakSearch.holds_for(terms, searched, text, added):
+                check = search.checks(_text_triples([e], codec))
             checks.append(check)
         new_uids = set(run.uid_map.values()) | {DICOMFLOW_IMPLEMENTATION_UID}
         return search.report(run.identifying, checks, new_header, new_uids)
@@ -202,6 +228,18 @@ class _Memo:
             self.recorded.clear()
             self.searched.clear()
             self._entries = self._bytes = 0
+
+
+class _Searches:
+    """The leak-check searches of output elements made for one identifying text (a patient's
+    base): each element's checks, the terms they found and the texts they searched."""
+
+    __slots__ = ("elements", "search", "text")
+
+    def __init__(self, text: frozenset[str], own: frozenset[str]) -> None:
+        self.text = text
+        self.search = LeakSearch(text, own)
+        self.elements: dict[Element, tuple[ValueChecks, frozenset[str], tuple[str, ...]]] = {}
 
 
 _MEMOS: WeakKeyDictionary[Deidentifier, _Memo] = WeakKeyDictionary()
@@ -232,6 +270,8 @@ class _RawRun(Policy):
         self.memo = memo
         self._collected = memo.collected
         self._walked: dict[tuple[object, ...], _Outcome] = {}
+        self._identifying_text: frozenset[str] = frozenset()
+        self._added: dict[frozenset[str], frozenset[str]] = {}
 
     def collect(self, elements: list[Element]) -> None:
         """Gather the identifying values (:meth:`Policy.collects`), nested ones included."""
@@ -260,23 +300,25 @@ class _RawRun(Policy):
 
     def start_walk(self) -> None:
         """Choose the remembered outcomes of this file's context (call after :meth:`collect`)."""
-        context = (self.text.codec, self.implicit, self.shift, frozenset(self.identifying.text))
-        self._walked = self.memo.walked_in(context)
+        self._walked = self.memo.walked_in((self.text.codec, self.implicit, self.shift))
+        self._identifying_text = frozenset(self.identifying.text)
 
     def _decided(self, e: Element) -> Element | None:
         """A public element as the policy decides it, remembered for the files after this one
         (and the same object returned for them: its encoding and leak checks are remembered too)."""
         key = _key(e)
         outcome = self._walked.get(key)
-        if outcome is not None:
-            element, actions, uids = outcome
+        if outcome is not None and (not outcome[3] or self._holds(outcome[3], outcome[4])):
+            element, actions, uids, searches, _ = outcome
             self.done.extend(actions)
             if uids:
                 self.uid_map.update(uids)
                 self.uid_log.extend(uids)
+            if searches:
+                self.searches.extend(searches)  # a sequence holding this element depends on them too
             return element
-        done, uid_log, outer = self.done, self.uid_log, self.uid_dependent
-        mark, uid_mark = len(done), len(uid_log)
+        done, uid_log, searched, outer = self.done, self.uid_log, self.searches, self.uid_dependent
+        mark, uid_mark, search_mark = len(done), len(uid_log), len(searched)
         self.uid_dependent = False
         try:
             out = self._decide_public(e)
@@ -284,9 +326,34 @@ class _RawRun(Policy):
             inner = self.uid_dependent
             self.uid_dependent = outer or inner
         if not inner:
-            self._walked[key] = (out, tuple(done[mark:]), tuple(uid_log[uid_mark:]))
+            self._walked[key] = (
+                out,
+                tuple(done[mark:]),
+                tuple(uid_log[uid_mark:]),
+                tuple(searched[search_mark:]),
+                self._identifying_text,
+            )
             self.memo.charge(_size(e))
         return out
+
+    def _holds(self, searches: tuple[tuple[str, frozenset[str]], ...], made_with: frozenset[str]) -> bool:
+        """Whether searches of the identifying text ``made_with`` find the same terms in this
+        file's: yes if every term they found is identifying here too, and no term that this file
+        adds occurs in a text they searched (a text without a term's characters cannot hold it).
+        Substring tests only: the terms a series adds from file to file are few."""
+        text = self._identifying_text
+        if made_with is text or made_with == text:
+            return True
+        added = self._added.get(made_with)
+        if added is None:
+            added = self._added[made_with] = text - made_with
+        for searched, found in searches:
+            if not found <= text:
+                return False
+            for term in added:
+                if term in searched:
+                    return False
+        return True
 
     def _decide_public(self, e: Element) -> Element | None:
         vr = e.vr
