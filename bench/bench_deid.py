@@ -1,8 +1,12 @@
 """De-identification, dicomflow beside its peers, in one run (issue 3's acceptance figures).
 
-Two inputs, generated once with ``dicomflow phantom`` and cached in ``.bench/deid/`` by parameters:
+Three inputs, generated once with ``dicomflow phantom`` and cached in ``.bench/deid/`` by parameters:
 
 - a CT series: 1 phase x 300 single-frame 512 x 512 slices (``phase_00/slice_SSSS.dcm``);
+- the same series with each slice's own Acquisition DateTime, as scanners write them (the phantom's
+  slices of a phase share one). A date-time is identifying, so the identifying text then differs
+  from slice to slice: not a target, it shows that what the de-identifier remembers from slice to
+  slice still serves such a series;
 - a ~1 GB Enhanced CT file: 1 phase x 2000 frames of 512 x 512 (``phase_00.dcm``).
 
 On each, one after the other: ``cp`` (the floor: bytes moved, nothing parsed), ``gdcmanon -e``
@@ -23,8 +27,8 @@ ratios and targets are given for both. The slow peers run once. The process tree
 the first round only (the sampler's own CPU would otherwise weigh on the tools that use both cores);
 the peak RSS of a tool is the largest of its rounds.
 
-``DEID_BENCH_QUICK=1`` shrinks both inputs (for trying the benchmark itself, not for figures);
-``DEID_BENCH_CASES=series`` (or ``file``) runs one of them.
+``DEID_BENCH_QUICK=1`` shrinks the inputs (for trying the benchmark itself, not for figures);
+``DEID_BENCH_CASES=series`` (or ``series-dt``, ``file``, or a comma-separated list) runs those only.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common import BIN, WORK, _TreeSampler, header
@@ -63,11 +67,13 @@ class Case:
     slices: int
     size: int
     multiframe: bool
+    #: Each slice with its own Acquisition DateTime (rewritten from the phantom's series).
+    acquired_apart: bool = False
 
     @property
     def key(self) -> str:
         layout = "mf" if self.multiframe else "sf"
-        return f"{layout}_p{self.phases}_s{self.slices}_n{self.size}"
+        return f"{layout}_p{self.phases}_s{self.slices}_n{self.size}" + ("_dt" if self.acquired_apart else "")
 
 
 @dataclass(frozen=True)
@@ -90,13 +96,18 @@ ALL_CASES = {
     "series": Case("CT series, 300 x 512^2 slices", 1, 300, 512, False)
     if not QUICK
     else Case("CT series (quick)", 1, 20, 128, False),
+    "series-dt": Case(
+        "CT series, 300 x 512^2 slices, each with its own Acquisition DateTime", 1, 300, 512, False, True
+    )
+    if not QUICK
+    else Case("CT series, own Acquisition DateTimes (quick)", 1, 20, 128, False, True),
     "file": Case("enhanced multi-frame, 2000 x 512^2 (~1 GB)", 1, 2000, 512, True)
     if not QUICK
     else Case("enhanced multi-frame (quick)", 1, 60, 128, True),
 }
-#: ``DEID_BENCH_CASES=series`` or ``=file`` runs one input only (default: both).
+#: ``DEID_BENCH_CASES=series`` (``series-dt``, ``file``, or a list) runs those only (default: all).
 CASES = tuple(
-    ALL_CASES[name] for name in os.environ.get("DEID_BENCH_CASES", "series,file").split(",") if name
+    ALL_CASES[name] for name in os.environ.get("DEID_BENCH_CASES", "series,series-dt,file").split(",") if name
 )
 
 
@@ -156,6 +167,8 @@ def main() -> int:
 
 def _input(case: Case) -> tuple[Path, int, int]:
     """The cached phantom for ``case``: (what to hand the tools, number of files, total bytes)."""
+    if case.acquired_apart:
+        return _acquired_apart(case)
     root = HERE / "inputs" / case.key
     done = root / ".complete"
     if not done.exists() or done.read_text() == "fallback":
@@ -195,6 +208,31 @@ def _input(case: Case) -> tuple[Path, int, int]:
     if len(folders) != 1:
         raise RuntimeError(f"{case.key}: expected one series folder, found {len(folders)}")
     return root / folders.pop(), len(names), total
+
+
+def _acquired_apart(case: Case) -> tuple[Path, int, int]:
+    """The phantom's series with each slice's own Acquisition DateTime (half a second apart), as
+    a scanner writes them: written once from the plain series, with pydicom."""
+    source, files, _ = _input(replace(case, acquired_apart=False))
+    root = HERE / "inputs" / case.key
+    series = root / source.name
+    done = root / ".complete"
+    if not done.exists():
+        import pydicom
+
+        shutil.rmtree(root, ignore_errors=True)
+        series.mkdir(parents=True)
+        print(f"generating {case.key} from {source.parent.name} (cached for later runs) ...", flush=True)
+        for n, path in enumerate(sorted(source.glob("*.dcm"))):
+            ds = pydicom.dcmread(path)
+            seconds = 30 + n // 2
+            ds.AcquisitionDateTime = f"2024061118{seconds // 60:02d}{seconds % 60:02d}.{n % 2 * 5}00000"
+            ds.save_as(series / path.name, enforce_file_format=True)
+        done.write_text("phantom, own Acquisition DateTimes")
+    paths = sorted(series.glob("*.dcm"))
+    if len(paths) != files:
+        raise RuntimeError(f"{case.key}: expected {files} slices, found {len(paths)}")
+    return series, files, sum(p.stat().st_size for p in paths)
 
 
 def _warm(source: Path) -> None:
@@ -432,7 +470,7 @@ def _find(runs: list[Run], tool: str) -> Run | None:
 
 def _print_targets(results: dict[str, tuple[Case, int, int, list[Run]]]) -> None:
     print("\n-- targets (issue 3)", flush=True)
-    series = next((v for v in results.values() if not v[0].multiframe), None)
+    series = next((v for v in results.values() if not v[0].multiframe and not v[0].acquired_apart), None)
     big = next((v for v in results.values() if v[0].multiframe), None)
     if series is not None:
         _, files, _, runs = series
