@@ -28,6 +28,7 @@ def tree(tmp_path: Path) -> Path:
 
 def _deid_tree(tree: Path, tmp_path: Path) -> tuple[int, dict, Path]:
     """``dicomflow deid TREE OUT`` with a key file, a report and two workers: (status, report, OUT)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     key = tmp_path / "deid.key"
     key.write_text("ab" * 32)
     dest, report_path = tmp_path / "out", tmp_path / "report.json"
@@ -121,3 +122,21 @@ def test_a_worker_killed_mid_file_fails_that_file_only_and_leaves_nothing_of_it(
     assert killed["verdict"] == "failed" and "killed by signal 9" in killed["reasons"][0]
     assert not list(dest.rglob("*.partial")) and not (dest / "phase_00" / "slice_0001.dcm").exists()
     assert by_name["notes.txt"]["verdict"] in ("rejected", "failed")
+
+
+def test_spawned_workers_where_there_is_no_fork_write_what_forked_ones_write(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomflow.cli import workers
+
+    # Given the tree de-identified by forked workers (Linux)
+    _, forked_report, forked = _deid_tree(tree, tmp_path / "forked")
+    # When it is de-identified again by spawned workers (macOS, Windows), same key
+    monkeypatch.setattr(workers, "FORK", False)
+    status, report, spawned = _deid_tree(tree, tmp_path / "spawned")
+    # Then the same files come out, byte for byte, with the same verdicts
+    assert status == 1
+    assert report["counts"] == forked_report["counts"]
+    names = sorted(str(p.relative_to(forked)) for p in forked.rglob("*.dcm"))
+    assert names == sorted(str(p.relative_to(spawned)) for p in spawned.rglob("*.dcm")) and names
+    assert all((forked / n).read_bytes() == (spawned / n).read_bytes() for n in names)

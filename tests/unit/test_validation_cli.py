@@ -22,9 +22,8 @@ def scan_with_manifest(root: Path) -> Path:
     return root / "manifest.json"
 
 
-def test_a_good_scan_with_its_manifest_exits_0_with_a_json_report(tmp_path: Path) -> None:
-    manifest = scan_with_manifest(tmp_path / "scan")
-    report_path = tmp_path / "out" / "validation.json"
+def _validate_scan(manifest: Path, report_path: Path) -> tuple[int, dict]:
+    """``dicomflow validate`` of a scan folder with its manifest and two workers: (status, report)."""
     code = main(
         [
             "validate",
@@ -37,7 +36,12 @@ def test_a_good_scan_with_its_manifest_exits_0_with_a_json_report(tmp_path: Path
             "2",
         ]
     )
-    report = json.loads(report_path.read_text())
+    return code, json.loads(report_path.read_text())
+
+
+def test_a_good_scan_with_its_manifest_exits_0_with_a_json_report(tmp_path: Path) -> None:
+    manifest = scan_with_manifest(tmp_path / "scan")
+    code, report = _validate_scan(manifest, tmp_path / "out" / "validation.json")
     assert code == 0, report
     assert (report["verdict"], report["files_checked"], report["scan"]["verdict"]) == (
         "accepted",
@@ -90,3 +94,20 @@ def test_files_and_folders_without_a_manifest(tmp_path: Path, capsys: pytest.Cap
 
 def test_a_path_that_does_not_exist_is_an_error_exit(tmp_path: Path) -> None:
     assert main(["validate", str(tmp_path / "nope")]) == 2
+
+
+def test_spawned_workers_where_there_is_no_fork_give_the_same_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomflow.cli import workers
+
+    # Given a scan validated by forked workers (Linux) and again by spawned ones (macOS, Windows)
+    manifest = scan_with_manifest(tmp_path / "scan")
+    reports = []
+    for fork in (True, False):
+        monkeypatch.setattr(workers, "FORK", fork)
+        reports.append(_validate_scan(manifest, tmp_path / f"report-{fork}.json"))
+    # Then both accept it, file by file alike
+    (forked_code, forked), (spawned_code, spawned) = reports
+    assert forked_code == spawned_code == 0
+    assert forked["files"] == spawned["files"] and len(spawned["files"]) == 12

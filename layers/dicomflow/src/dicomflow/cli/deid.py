@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicomflow.cli.forked import map_forked
+from dicomflow.cli.workers import map_in_workers
 
 if TYPE_CHECKING:
     from dicomflow.deid.policy import Deidentifier
@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     verify = not args.no_verify_pixels
     workers = max(1, min(args.workers, len(jobs)))
     # Built here, before any worker starts: forked workers inherit the de-identifier, its loaded
-    # tables and the imported engine instead of each doing it again (about 60 ms per worker).
+    # tables and the imported engine instead of each doing it again (about 60 ms per worker;
+    # spawned ones, where there is no fork, run _init themselves).
     _init(str(key_file), args.options, verify)
     import dicomflow.deid.stream  # noqa: F401
     from dicomflow.dicom.dictionary import dictionary_vr
@@ -163,7 +164,16 @@ def run(args: argparse.Namespace) -> int:
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
     # The first file is done here: the workers inherit what the de-identifier learnt from it
     # (a series' other slices differ from it in a few elements).
-    reports = map_forked(_one, jobs, workers, _lost, chunk, first_here=True)
+    reports = map_in_workers(
+        _one,
+        jobs,
+        workers,
+        _lost,
+        chunk,
+        first_here=True,
+        initializer=_init,
+        initargs=(str(key_file), args.options, verify),
+    )
     run_report = RunReport(
         profile=f"DICOM PS3.15 Table E.1-1 edition {table()['edition']}",
         options=list(options.enabled),

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicomflow.cli.forked import map_forked
+from dicomflow.cli.workers import map_in_workers
 
 
 def register(subparsers: Any) -> None:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     workers = max(1, min(args.jobs, len(jobs)))
     chunk = max(1, len(jobs) // (workers * 8))
-    results = map_forked(_validate_one, jobs, workers, _lost, chunk)
+    results = map_in_workers(_validate_one, jobs, workers, _lost, chunk)
     reports = [ValidationReport.from_dict(r) for r in results]
 
     scan_report = None

@@ -1,6 +1,7 @@
-"""A function over many jobs in forked worker processes, the results in job order.
+"""A function over many jobs in worker processes, the results in job order.
 
-Why not ``concurrent.futures.ProcessPoolExecutor``: importing and starting it (with multiprocessing
+On Linux the workers are forked (:func:`map_in_workers`). Why not
+``concurrent.futures.ProcessPoolExecutor`` there: importing and starting it (with multiprocessing
 and logging) costs a run 20-40 ms, this module about 10, when de-identifying a 300-slice series
 takes 0.35 s; and a worker that dies (killed, out of memory, a fault) breaks the whole pool and
 loses every result. Here a worker that dies loses only the jobs it had claimed and not finished:
@@ -9,9 +10,14 @@ they come back through ``on_lost`` with the reason, and the other workers go on.
 How: the workers are forked after the caller has loaded what they need (a de-identifier, its
 tables), so they inherit it. They claim chunks of jobs from one pipe (4-byte chunk numbers: pipe
 reads and writes that small are atomic, so no chunk is claimed twice) and send each result back,
-pickled and framed, on a pipe of their own. On Linux only: elsewhere (macOS, where forking a
-process that has loaded system frameworks, as numpy may, is unsafe; Windows, which cannot fork),
-or for one worker, the jobs run in this process, one after the other.
+pickled and framed, on a pipe of their own.
+
+Elsewhere (macOS, where forking a process that has loaded system frameworks, as numpy may, is
+unsafe; Windows, which cannot fork) the workers are *spawned*: fresh interpreters, made ready by
+the caller's ``initializer``, through ``ProcessPoolExecutor``. A worker that dies there breaks the
+pool, and takes the jobs then running in the other workers with it: those come back through
+``on_lost``, and a new pool goes on with the jobs not yet started. One worker, or one job: the
+jobs run in this process, one after the other.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ import signal
 import struct
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 J = TypeVar("J")
 R = TypeVar("R")
 
+#: Whether workers are forked (else spawned): on Linux only (see above).
+FORK = sys.platform == "linux" and hasattr(os, "fork")
 _CHUNK_NUMBER = struct.Struct("<I")
 _FRAME = struct.Struct("<IQ")  # job index, length of the pickled result that follows
 
@@ -40,27 +49,32 @@ class WorkerError(Exception):
     function of each frame). Not its message, which might quote a value read from a file."""
 
 
-def map_forked(
+def map_in_workers(
     fn: Callable[[J], R],
     jobs: Sequence[J],
     workers: int,
     on_lost: Callable[[J, str], R],
     chunk: int = 1,
     first_here: bool = False,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
 ) -> list[R]:
-    """``[fn(job) for job in jobs]`` on ``workers`` forked processes.
+    """``[fn(job) for job in jobs]`` on ``workers`` processes (forked on Linux, else spawned).
 
     ``on_lost(job, reason)`` gives the result of a job whose worker died before finishing it.
     An exception raised by ``fn`` ends the run with :class:`WorkerError` (as ``map`` would).
     ``first_here``: run the first job in this process before forking, so that whatever it warms
     (caches, what ``fn`` remembers from job to job) is inherited by every worker instead of being
-    warmed by each.
+    warmed by each. ``initializer(*initargs)`` readies a spawned worker (a forked one inherits
+    what this process made ready): ``fn``, ``initializer`` and the jobs must then pickle.
     """
-    if workers <= 1 or len(jobs) <= 1 or sys.platform != "linux":
+    if workers <= 1 or len(jobs) <= 1:
         return [fn(job) for job in jobs]
+    if not FORK:
+        return _map_spawned(fn, jobs, workers, on_lost, chunk, initializer, initargs)
     if first_here:
         first = fn(jobs[0])
-        return [first, *map_forked(fn, jobs[1:], workers, on_lost, chunk)]
+        return [first, *map_in_workers(fn, jobs[1:], workers, on_lost, chunk)]
     chunks = (len(jobs) + chunk - 1) // chunk
     workers = min(workers, chunks)
     claim_r, claim_w = os.pipe()
@@ -110,6 +124,67 @@ def map_forked(
             out.append(results[index])
         else:
             out.append(on_lost(job, _death_reason(deaths)))
+    return out
+
+
+def _map_spawned(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int,
+    on_lost: Callable[[J, str], R],
+    chunk: int,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> list[R]:
+    """:func:`map_in_workers` on spawned workers: at most two chunks per worker in flight, so that
+    a pool that breaks takes only those with it; a new pool goes on with the rest."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    waiting = deque(range(start, min(len(jobs), start + chunk)) for start in range(0, len(jobs), chunk))
+    results: dict[int, R] = {}
+    while waiting:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=initializer, initargs=initargs
+        ) as pool:
+            running: dict[Future[list[R | WorkerError]], range] = {}
+            broken = False
+            while (waiting and not broken) or running:
+                while waiting and not broken and len(running) < 2 * workers:
+                    span = waiting.popleft()
+                    running[pool.submit(_run_chunk, fn, [jobs[i] for i in span])] = span
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    span = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        for index in span:
+                            results[index] = on_lost(jobs[index], _BROKEN)
+                        continue
+                    for index, result in zip(span, outcome, strict=False):  # short after a job's exception
+                        if isinstance(result, WorkerError):
+                            raise result
+                        results[index] = result
+    return [results[index] for index in range(len(jobs))]
+
+
+_BROKEN = "a worker process ended (killed, out of memory or a fault) before this file was finished"
+
+
+def _run_chunk(fn: Callable[[J], R], jobs: list[J]) -> list[R | WorkerError]:
+    """In a spawned worker: ``fn`` over ``jobs``; an exception comes back as its type and where
+    it was raised (its message might quote a value read from a file)."""
+    out: list[R | WorkerError] = []
+    for job in jobs:
+        try:
+            out.append(fn(job))
+        except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+            out.append(WorkerError(_where(exc)))
+            break
     return out
 
 
