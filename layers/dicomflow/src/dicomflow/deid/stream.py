@@ -217,9 +217,13 @@ def _read_small(fd: int, size: int) -> memoryview:
 
 class _EarlyHash:
     """The source's pixel hash, taken in a thread while the header is rewritten (BLAKE3 releases
-    the GIL; the rewrite holds it) and, if need be, while the copy runs: on a 1 GB file the hash
-    then costs no wall time of its own. Only for ranges the small-file path would not read into
-    memory anyway."""
+    the GIL; the rewrite holds it) and, if need be, while the copy runs. Only for ranges the
+    small-file path would not read into memory anyway.
+
+    Beside the rewrite the thread gets the GIL back only at the interpreter's switch interval, once
+    per mmap window at least: on a 1 GB file it finishes during the copy rather than before it
+    (measured: 0.6-0.8 s instead of 0.25 s alone). A shorter switch interval let it finish first
+    but did not shorten the run (the rewrite slowed as much), so the default is kept."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
