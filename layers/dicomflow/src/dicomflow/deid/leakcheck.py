@@ -119,11 +119,12 @@ class LeakSearch:
     ) -> tuple[ValueChecks, frozenset[str], tuple[str, ...]]:
         """:meth:`checks`, with the terms found and the texts searched (as searched: normalised,
         our own words blanked). With those, checks made for one identifying text are known to
-        hold for another (:meth:`holds_for`) without searching again."""
+        hold for another (:func:`~dicomflow.deid.policy.finds_the_same`) without searching again."""
         text_hits: list[int] = []
         uid_values: list[tuple[int, str]] = []
         uid_runs: list[tuple[int, tuple[str, ...]]] = []
         terms: set[str] = set()
+        searched: list[str] = []
         # An enhanced multi-frame header repeats the same values in thousands of frames: each
         # distinct value is searched once.
         seen_text: dict[str, bool] = {}
@@ -134,26 +135,17 @@ class LeakSearch:
                 continue
             found = seen_text.get(value)
             if found is None:
-                hits = index.find(_searchable(value, own))
+                searchable = _searchable(value, own)
+                searched.append(searchable)
+                hits = index.find(searchable)
                 terms.update(hits)
                 found = seen_text[value] = bool(hits)
             if found:
                 text_hits.append(tag)
             elif runs := _uid_runs(value):
                 uid_runs.append((tag, runs))
-        searched = tuple(_searchable(value, own) for value in seen_text)
-        return ValueChecks(tuple(text_hits), tuple(uid_values), tuple(uid_runs)), frozenset(terms), searched
-
-    @staticmethod
-    def holds_for(
-        terms: frozenset[str], searched: tuple[str, ...], text: frozenset[str], added: frozenset[str]
-    ) -> bool:
-        """Whether checks that found ``terms`` in the texts ``searched`` are also the checks for
-        the identifying ``text``, which adds the terms ``added`` to the text they were made for:
-        yes if every term found is still identifying and no added term occurs in a text searched
-        (a text without a term's characters cannot hold it, so each value's verdict is unchanged).
-        No means search again, not that anything was found."""
-        return terms <= text and not any(term in value for value in searched for term in added)
+        checks = ValueChecks(tuple(text_hits), tuple(uid_values), tuple(uid_runs))
+        return checks, frozenset(terms), tuple(searched)
 
     def report(
         self,

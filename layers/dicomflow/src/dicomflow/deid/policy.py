@@ -145,6 +145,30 @@ class TermIndex:
         return sorted(set(found), key=longest_first)
 
 
+def finds_the_same(
+    found: frozenset[str], searched: Iterable[str], text: frozenset[str], added: frozenset[str]
+) -> bool:
+    """Whether searches of the ``searched`` texts that found ``found`` for one identifying text
+    find the same for ``text``, which adds the terms ``added`` to it: yes if every term found is
+    still identifying and no added term occurs in a text searched (:meth:`TermIndex.find` finds a
+    term only in a text that holds it). No means search again, not that anything was found.
+    Substring tests only: the terms a series adds from file to file (date-times) are few.
+
+    Examples
+    --------
+    >>> base = frozenset({"SMITH", "20240101120000"})
+    >>> text = frozenset({"SMITH", "20240101120500"})
+    >>> added = text - base
+    >>> finds_the_same(frozenset({"SMITH"}), ["DR SMITH"], text, added)
+    True
+    >>> finds_the_same(frozenset(), ["SCAN AT 20240101120500"], text, added)
+    False
+    >>> finds_the_same(frozenset({"20240101120000"}), ["SCAN AT 20240101120000"], text, added)
+    False
+    """
+    return found <= text and not any(term in value for value in searched for term in added)
+
+
 def longest_first(term: str) -> tuple[int, str]:
     """Sort key: longer terms first (``JOHN SMITH`` is taken out before ``JOHN``), then
     alphabetical, so that terms of one length are always taken out in the same order."""

@@ -37,6 +37,7 @@ from dicomflow.deid.policy import (
     Policy,
     Recorded,
     contributions,
+    finds_the_same,
     normalise,
     passes_through,
 )
@@ -190,7 +191,7 @@ class _Memo:
 
         A search is remembered with the identifying text it was made for (the patient's *base*)
         and serves a file whose text differs from it by a few terms (each slice's own Acquisition
-        DateTime) when it provably gives the same answer (:meth:`LeakSearch.holds_for`); else the
+        DateTime) when it provably gives the same answer (:func:`finds_the_same`); else the
         element is searched again for this file's text."""
         own = recorded.own_text
         text = frozenset(run.identifying.text)
@@ -212,7 +213,7 @@ class _Memo:
                 self.charge(0)
             check, terms, searched = entry
             # (an element without text, most of them, is checked alike for any identifying text)
-            if other_text and searched and not LeakSearch.holds_for(terms, searched, text, added):
+            if other_text and searched and not finds_the_same(terms, searched, text, added):
                 check = search.checks(_text_triples([e], codec))
             checks.append(check)
         new_uids = set(run.uid_map.values()) | {DICOMFLOW_IMPLEMENTATION_UID}
@@ -337,23 +338,15 @@ class _RawRun(Policy):
         return out
 
     def _holds(self, searches: tuple[tuple[str, frozenset[str]], ...], made_with: frozenset[str]) -> bool:
-        """Whether searches of the identifying text ``made_with`` find the same terms in this
-        file's: yes if every term they found is identifying here too, and no term that this file
-        adds occurs in a text they searched (a text without a term's characters cannot hold it).
-        Substring tests only: the terms a series adds from file to file are few."""
+        """Whether searches made with the identifying text ``made_with`` find the same terms with
+        this file's (:func:`finds_the_same`)."""
         text = self._identifying_text
         if made_with is text or made_with == text:
             return True
         added = self._added.get(made_with)
         if added is None:
             added = self._added[made_with] = text - made_with
-        for searched, found in searches:
-            if not found <= text:
-                return False
-            for term in added:
-                if term in searched:
-                    return False
-        return True
+        return all(finds_the_same(found, (searched,), text, added) for searched, found in searches)
 
     def _decide_public(self, e: Element) -> Element | None:
         vr = e.vr
