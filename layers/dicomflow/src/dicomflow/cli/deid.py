@@ -73,7 +73,8 @@ def _key_file(path: Path | None) -> Path:
     return default
 
 
-# The run's de-identifier, built before the workers fork: they inherit it.
+# The run's de-identifier: built before the workers fork, which inherit it (spawned workers, where
+# there is no fork, build their own with _init).
 _DEID: Deidentifier | None = None
 _VERIFY = True
 
