@@ -27,6 +27,7 @@ class Settings:
     deidentified_bucket: str | None = None
     results_bucket: str | None = None
     scans_table: str | None = None
+    idempotency_table: str | None = None  # powertools idempotency records of the workflow's handlers
     kms_key_id: str | None = None  # SSE-KMS key of the buckets
     pseudonym_key_id: str | None = None  # KMS HMAC key for patient pseudonyms and UID remapping
     state_machine_arn: str | None = None
