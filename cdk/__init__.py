@@ -1,4 +1,1 @@
-"""CDK constructs, one per concern (storage, API, functions, workflow, inference, observability).
-
-Not built yet: they arrive with the infrastructure issue; app.py composes them.
-"""
+"""The CDK app's constructs, one per concern, composed by :mod:`cdk.stack`; app.py reads the context."""
