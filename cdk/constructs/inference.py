@@ -31,7 +31,10 @@ def image_excludes() -> list[str]:
     """The Dockerfile's allow-list (``Dockerfile.dockerignore``) as CDK asset excludes: synth stages
     exactly what the image build may read, not the repository (and never .venv or cdk.out)."""
     lines = (ROOT / "ml_container" / "Dockerfile.dockerignore").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    patterns = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    # cdk-assets runs `docker build -f <staged>/ml_container/Dockerfile`: the Dockerfile itself must be
+    # staged (CDK re-includes only a Dockerfile at the root of the context).
+    return [*patterns, f"!{DOCKERFILE}"]
 
 
 class Inference(Construct):
