@@ -62,7 +62,8 @@ bench: $(STAMP)
 
 # The CDK CLI (pinned in package.json) bundles the layer with pip for Lambda's platform (cdk/bundling.py)
 # and only stages the analysis image: no Docker. No notices, version check or telemetry: offline.
-CDK_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=1 CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true
+NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+CDK_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=$(NODE_MAJOR) CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true
 synth: $(STAMP) node_modules/.package-lock.json
 	$(CDK_ENV) node_modules/.bin/cdk synth --quiet --no-notices
 

@@ -45,7 +45,7 @@ def pip_command(target: Path) -> list[str]:
 class PipLayerBundling:
     """Local bundling of the layer; raises (rather than falling back to Docker) if pip fails."""
 
-    def try_bundle(self, output_dir: str, **_options: Any) -> bool:
+    def try_bundle(self, output_dir: str, _options: Any = None) -> bool:
         target = Path(output_dir) / "python"
         done = subprocess.run(pip_command(target), capture_output=True, text=True, check=False)
         if done.returncode != 0:

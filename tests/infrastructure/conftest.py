@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,8 +21,21 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
-os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+
+def _quiet_jsii() -> None:
+    """jsii warns in capitals on every start that this machine's node is past its end of life;
+    it is silenced by naming that node's major version."""
+    node = shutil.which("node")
+    if node is None:
+        return
+    version = subprocess.run([node, "-p", "process.versions.node"], capture_output=True, text=True).stdout
+    major = version.strip().split(".")[0]
+    for warning in ("END_OF_LIFE", "DEPRECATED"):
+        os.environ.setdefault(f"JSII_SILENCE_WARNING_{warning}_NODE_VERSION", major)
+
+
+_quiet_jsii()
 
 
 @dataclass
@@ -30,6 +45,8 @@ class Synth:
     json: dict[str, Any]
     outdir: Path
     context: dict[str, Any]
+    #: The files that tests/infrastructure/standin stood in for (empty once the real ones exist).
+    standins: list[str]
 
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.json["Resources"].items() if v["Type"] == kind}
@@ -67,20 +84,48 @@ def missing_parts() -> list[str]:
     return missing
 
 
+STANDIN = Path(__file__).with_name("standin")
+
+
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    # Clearly marked and temporary: the workflow issue writes the ASL and the step handlers; until
-    # both exist there is no stack to check (topology.FUNCTIONS names handlers that are not there).
-    missing = missing_parts()
-    if missing:
-        pytest.skip(f"the stack is built from files not written yet: {', '.join(missing)}")
-
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
 
     outdir = tmp_path_factory.mktemp("cdk") / "cdk.out"
     context = cdk_context()
-    app = cdk.App(context={**context, "aws:cdk:bundling-stacks": []}, outdir=str(outdir))
-    stack = load_app().build(app)
-    template = Template.from_stack(stack)
-    return Synth(stack=stack, template=template, json=template.to_json(), outdir=outdir, context=context)
+    with pytest.MonkeyPatch.context() as patch:
+        standins = _use_standins(patch, tmp_path_factory.mktemp("standin"))
+        app = cdk.App(context={**context, "aws:cdk:bundling-stacks": []}, outdir=str(outdir))
+        stack = load_app().build(app)
+        template = Template.from_stack(stack)
+    return Synth(stack, template, template.to_json(), outdir, context, standins)
+
+
+def _use_standins(patch: pytest.MonkeyPatch, root: Path) -> list[str]:
+    """STAND-INS, tests only, until the workflow issue lands its files: the ASL and the step handlers
+    that topology.FUNCTIONS names but nobody has written yet. Storage, API, functions, network and
+    compliance are checked all the same; the tests about the ASL itself skip (``synth.standins``)."""
+    from cdk.constructs import functions
+    from dicomflow import topology
+
+    missing = missing_parts()
+    if not missing:
+        return []
+    try:
+        topology.asl_text()
+    except FileNotFoundError:
+        patch.setattr(topology, "asl_text", lambda: (STANDIN / "scan.asl.json").read_text("utf-8"))
+    for spec in topology.FUNCTIONS.values():
+        real = ROOT / spec.code_dir
+        (root / spec.code_dir).parent.mkdir(parents=True, exist_ok=True)
+        if (real / "handler.py").is_file():
+            (root / spec.code_dir).symlink_to(real)
+        else:
+            (root / spec.code_dir).mkdir()
+            (root / spec.code_dir / "handler.py").write_text(
+                "# STAND-IN for tests/infrastructure only: the workflow issue writes the real handler.\n"
+                "def lambda_handler(event, context):\n    raise NotImplementedError\n"
+            )
+    patch.setattr(functions, "ROOT", root)
+    return missing
