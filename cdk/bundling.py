@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
@@ -69,7 +69,8 @@ def layer_code() -> lambda_.Code:
         bundling=BundlingOptions(
             # Used only if local bundling declined, which PipLayerBundling never does.
             image=DockerImage.from_registry(f"public.ecr.aws/sam/build-python{PYTHON_VERSION}"),
-            local=PipLayerBundling(),
+            # jsii calls try_bundle(output_dir, options) positionally, not with the typed keywords.
+            local=cast(ILocalBundling, PipLayerBundling()),
         ),
     )
 

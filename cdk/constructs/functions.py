@@ -23,7 +23,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from cdk.bundling import EXCLUDE, ROOT, layer_code
 from cdk.config import StackConfig
@@ -194,7 +194,7 @@ def _construct_id(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def logical_ref(construct: Construct) -> str:
+def logical_ref(construct: IConstruct) -> str:
     """How cdk-nag names a resource's ARN in a finding: ``<LogicalId.Arn>``."""
     stack = Stack.of(construct)
     cfn = construct.node.default_child

@@ -29,6 +29,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
 from cdk.config import StackConfig
@@ -134,7 +135,7 @@ class _LogGroupTarget:
         self._log_group = log_group
         self._dead_letters = dead_letters
 
-    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
         stack = Stack.of(self._log_group)
         arn = stack.format_arn(
             service="logs",
