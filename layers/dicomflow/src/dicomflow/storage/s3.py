@@ -151,6 +151,61 @@ class S3ObjectStore:
         except Exception as exc:  # noqa: BLE001
             _raise(exc, "delete", key)
 
+    def can_copy_from(self, other: object) -> bool:
+        """Whether :meth:`_S3MultipartWriter.copy_part` may read ``other``'s objects server side
+        (UploadPartCopy from another bucket): ``other`` is an S3 store on the same endpoint. The
+        caller's credentials must be allowed to read it (in AWS: the function's role)."""
+        if not isinstance(other, S3ObjectStore):
+            return False
+        return other is self or other.client.meta.endpoint_url == self.client.meta.endpoint_url
+
+    def sha256(self, key: str) -> str:
+        """The object's SHA-256 (hex), computed by S3, not by this process: the object is copied
+        onto itself with ``ChecksumAlgorithm=SHA256`` (CopyObject, server side, up to 5 GiB), which
+        gives a full-object checksum even when the object was assembled from parts."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            extra: dict[str, str] = dict(self._sse)
+            if head.get("ContentType"):
+                extra["ContentType"] = head["ContentType"]
+            response = self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                MetadataDirective="REPLACE",
+                Metadata=head.get("Metadata", {}),
+                ChecksumAlgorithm="SHA256",
+                **extra,
+            )
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "checksum", key)
+        value = response.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        if not value or "-" in value:
+            raise StorageError(f"S3 gave no full-object SHA-256 for object {fingerprint(key)}")
+        import base64
+
+        return base64.b64decode(value).hex()
+
+    def tags(self, key: str) -> dict[str, str]:
+        """The object's tags."""
+        try:
+            response = self.client.get_object_tagging(Bucket=self.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "get tags", key)
+        return {t["Key"]: t["Value"] for t in response.get("TagSet", [])}
+
+    def add_tags(self, key: str, tags: dict[str, str]) -> None:
+        """Set ``tags`` on the object, keeping its other tags (S3 replaces the whole set)."""
+        merged = {**self.tags(key), **tags}
+        try:
+            self.client.put_object_tagging(
+                Bucket=self.bucket,
+                Key=key,
+                Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(merged.items())]},
+            )
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "put tags", key)
+
     @contextmanager
     def multipart_put(self, key: str) -> Iterator[_S3MultipartWriter]:
         try:
@@ -203,7 +258,9 @@ class _S3MultipartWriter:
             _raise(exc, "upload part", self._key)
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
-    def copy_part(self, source_key: str, start: int, end: int) -> None:
+    def copy_part(self, source_key: str, start: int, end: int, *, source_bucket: str | None = None) -> None:
+        """Append bytes ``[start, end)`` of ``source_key`` (in ``source_bucket``, by default this
+        store's bucket: UploadPartCopy reads any bucket the caller may read) as the next part."""
         if start < 0 or end <= start:
             raise InvalidInputError(f"copy range [{start}, {end}) is not valid")
         number = self._next(end - start)
@@ -214,7 +271,7 @@ class _S3MultipartWriter:
                 Key=self._key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                CopySource={"Bucket": self._store.bucket, "Key": source_key},
+                CopySource={"Bucket": source_bucket or self._store.bucket, "Key": source_key},
                 CopySourceRange=f"bytes={start}-{end - 1}",
             )
         except Exception as exc:  # noqa: BLE001

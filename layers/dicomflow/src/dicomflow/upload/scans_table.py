@@ -19,6 +19,8 @@ from dicomflow.status import ScanStatus, check_transition
 PARTITION_KEY = "scan_id"
 SORT_KEY = "item"
 SCAN_ITEM = "scan"
+#: The scan item's list of transitions, ``{"status", "at", "reasons"?}`` each, oldest first.
+HISTORY = "history"
 KEY_SCHEMA = [
     {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
     {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
@@ -55,6 +57,26 @@ def create_table(client: Any, name: str) -> None:
         KeySchema=KEY_SCHEMA,
         AttributeDefinitions=ATTRIBUTE_DEFINITIONS,
         BillingMode="PAY_PER_REQUEST",
+    )
+
+
+#: Key attribute of the workflow handlers' idempotency records (powertools' DynamoDBPersistenceLayer
+#: default) and the attribute its records expire by (the table's TTL).
+IDEMPOTENCY_KEY = "id"
+IDEMPOTENCY_EXPIRY = "expiration"
+
+
+def create_idempotency_table(client: Any, name: str) -> None:
+    """Create the idempotency table of the workflow's batch handlers (powertools idempotency:
+    partition key ``id``, TTL on ``expiration``). Used by the local stack; CDK declares the same."""
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": IDEMPOTENCY_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": IDEMPOTENCY_KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": IDEMPOTENCY_EXPIRY}
     )
 
 
@@ -158,20 +180,39 @@ class ScansTable:
         return out
 
     def transition(
-        self, scan_id: str, current: ScanStatus, new: ScanStatus, values: Mapping[str, Any] | None = None
+        self,
+        scan_id: str,
+        current: ScanStatus,
+        new: ScanStatus,
+        values: Mapping[str, Any] | None = None,
+        *,
+        at: str | None = None,
+        reasons: list[Any] | None = None,
     ) -> bool:
         """Move the scan from ``current`` to ``new`` (a lifecycle-checked, conditional write) and set
-        ``values`` with it. False when the scan was not in ``current`` any more: someone else moved it."""
+        ``values`` with it. False when the scan was not in ``current`` any more: someone else moved it.
+
+        The same write appends ``{"status", "at", "reasons"?}`` to the scan's ``history`` list, so
+        the history holds exactly the transitions that happened, in order."""
         check_transition(current, new)
-        values = {"status": str(new), "updated_at": _now(), **(values or {})}
+        at = at or _now()
+        values = {"status": str(new), "updated_at": at, **(values or {})}
         names = {f"#a{i}": k for i, k in enumerate(values)}
         attrs: dict[str, Any] = {f":v{i}": v for i, v in enumerate(values.values())}
         names["#status"] = "status"
         attrs[":current"] = str(current)
+        entry: dict[str, Any] = {"status": str(new), "at": at}
+        if reasons:
+            entry["reasons"] = reasons
+        names["#history"] = HISTORY
+        attrs[":entry"] = [entry]
+        attrs[":empty"] = []
         return self._update(
             scan_id,
             SCAN_ITEM,
-            "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
+            "SET "
+            + ", ".join(f"#a{i} = :v{i}" for i in range(len(values)))
+            + ", #history = list_append(if_not_exists(#history, :empty), :entry)",
             "#status = :current",
             names,
             attrs,
@@ -239,8 +280,19 @@ def _now() -> str:
 
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    """DynamoDB numbers come back as Decimal; ours are whole numbers."""
-    return {k: int(v) if isinstance(v, Decimal) else v for k, v in item.items()}
+    """DynamoDB numbers come back as Decimal; ours are whole numbers (also inside the history's
+    lists and maps)."""
+    return {k: _plain_value(v) for k, v in item.items()}
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, list):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_value(v) for k, v in value.items()}
+    return value
 
 
 def _code(exc: Exception) -> str:
