@@ -258,6 +258,11 @@ def registry_entry(model_bytes: bytes) -> dict:
             # Post-processing outside the graph (dicomflow.analysis.metrics): a defect is SV below
             # this fraction of the inhale lung's median SV.
             "defect_threshold_fraction": DEFECT_THRESHOLD_FRACTION,
+            # What the graph allows the pipeline (dicomflow.analysis.model.Tiling): the mask and the
+            # air fraction's terms are per voxel, and each ventilation map at a voxel depends only on
+            # the input within one voxel (one 3 x 3 x 3 box filter), so a phase may run in slabs and
+            # the ventilation on the lungs' bounding box, with the same result.
+            "tiling": {"ventilation_halo_voxels": SMOOTHING_KERNEL_VOXELS // 2},
         },
         "contract": CONTRACT,
     }

@@ -14,8 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from dicomflow.analysis.metrics import (
     tidal_volume_ml,
     ventilation_metrics,
 )
-from dicomflow.analysis.model import LoadedModel, ModelSpec, available_cores, default_model
-from dicomflow.analysis.volume import Frame, Scan, assemble, read_frames
+from dicomflow.analysis.model import LoadedModel, ModelSpec, PhaseMeasure, available_cores, default_model
+from dicomflow.analysis.reading import ScanReader
 from dicomflow.errors import AnalysisError
 from dicomflow.manifest import ScanManifest
 from dicomflow.privacy import fingerprint
@@ -74,42 +73,11 @@ def scan_keys(source: ObjectStore, prefix: str, manifest_key: str | None = None)
     return keys
 
 
-def _read_keys(source: ObjectStore, keys: Sequence[str]) -> list[Frame]:
-    frames: list[Frame] = []
-    for key in keys:
-        frames.extend(read_frames(b"".join(source.iter_chunks(key))))
-    return frames
-
-
-def _frames(source: ObjectStore, keys: Sequence[str], workers: int) -> Iterator[Frame]:
-    """Every frame of the scan, as a stream: nobody but :func:`assemble` holds them, so each
-    phase's slices are released as soon as its volume is built."""
-    if isinstance(source, LocalObjectStore) or workers <= 1:
-        # Parsing a slice costs about 1.5 ms; a process pool lost more in start-up and pickling
-        # than it won on 2 cores (measured: 5.1 s against 2.7 s for 1500 slices).
-        for key in keys:
-            yield from read_frames(b"".join(source.iter_chunks(key)))
-        return
-    # Over S3 the time goes to waiting on GETs: threads overlap them.
-    chunks = [list(keys[i : i + 16]) for i in range(0, len(keys), 16)]
-    with ThreadPoolExecutor(max_workers=min(4 * workers, 16)) as executor:
-        for part in executor.map(_read_keys, [source] * len(chunks), chunks):
-            yield from part
-
-
-def read_scan(source: ObjectStore, keys: Sequence[str], *, workers: int | None = None) -> Scan:
-    """Read and assemble the scan (int16 volumes, one per phase)."""
-    scan = assemble(_frames(source, keys, workers or available_cores()))
-    _trim_heap()
-    return scan
-
-
 def _trim_heap() -> None:
-    """Hand the freed slice buffers back to the system.
+    """Hand freed buffers back to the system before the outputs are built.
 
-    1500 slices of 512 KiB are allocated and freed while a scan is assembled; glibc serves them from
-    its heap once its mmap threshold has adapted, and keeps the freed pages: about 0.9 GB of resident
-    memory that the model stage would otherwise sit on top of. ``malloc_trim`` returns them.
+    glibc keeps freed heap pages once its mmap threshold has adapted to large buffers (the old
+    reader's 1500 slices of 512 KiB left about 0.9 GB resident); ``malloc_trim`` returns them.
     """
     with suppress(OSError, AttributeError):  # not glibc: nothing to trim, or no way to
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -148,37 +116,61 @@ def analyze_scan(
     spec = model or default_model()
     with timer.stage("load_model_s"):
         loaded = LoadedModel(spec, threads=threads)
-    with timer.stage("read_s"):
+    with timer.stage("read_headers_s"):
         keys = scan_keys(source, prefix, manifest_key)
-        scan = read_scan(source, keys, workers=threads)
+        reader = ScanReader(source, workers=threads or available_cores())
+        scan = reader.plan(keys)
     if len(scan.phases) < 2:
         raise AnalysisError(
             f"the scan has {len(scan.phases)} phase; ventilation needs at least an inhale and an exhale phase"
         )
-    logger.info("scan assembled", extra={"phases": len(scan.phases), "shape": scan.shape})
+    logger.info("scan planned", extra={"phases": len(scan.phases), "shape": scan.shape})
 
-    with timer.stage("segment_s"):
-        counts: list[int] = []
-        air: list[float] = []
-        for phase in scan.phases:
-            out = loaded.segment(phase.hu)
-            counts.append(int(np.count_nonzero(out.lung_mask)))
-            air.append(out.lung_air_fraction)
+    # One phase in memory at a time, plus the one with the most lung so far (end-inspiration is
+    # the largest lung, so only that phase's voxels are needed afterwards): two int16 buffers,
+    # reused, instead of the whole scan.
+    read_s = segment_s = 0.0
+    measures: list[PhaseMeasure] = []
+    work: np.ndarray | None = np.empty(scan.shape, dtype=np.int16)
+    kept: np.ndarray | None = None
+    for phase in scan.phases:
+        tick = time.perf_counter()
+        assert work is not None
+        volume = reader.read_phase(phase, work)
+        tock = time.perf_counter()
+        measure = loaded.measure(volume)
+        segment_s += time.perf_counter() - tock
+        read_s += tock - tick
+        measures.append(measure)
+        if kept is None or measure.lung_voxels > max(m.lung_voxels for m in measures[:-1]):
+            work, kept = kept, work  # np.argmax's choice: the first phase with the most lung
+            if work is None:
+                work = np.empty(scan.shape, dtype=np.int16)
+    del work, volume
+    timer.timings["read_s"] = round(timer.timings["read_headers_s"] + read_s, 3)
+    timer.timings["segment_s"] = round(segment_s, 3)
+    assert kept is not None
+    counts = [m.lung_voxels for m in measures]
+    air = [m.lung_air_fraction for m in measures]
     volumes = [lung_volume_ml(c, scan.voxel_volume_ml) for c in counts]
     tidal, inhale, exhale = tidal_volume_ml(volumes)
-    if counts[inhale] == 0:
+    box = measures[inhale].box
+    if counts[inhale] == 0 or box is None:
         raise AnalysisError("no lung was found in any phase (no voxels in the model's lung window)")
+    inhale_hu = kept
 
     with timer.stage("ventilation_s"):
-        vent_out = loaded.segment(scan.phases[inhale].hu, reference_air_fraction=air[exhale])
-        assert vent_out.specific_ventilation is not None
+        vent_out = loaded.ventilation(inhale_hu, air[exhale], box)
         threshold = float(spec.parameters.get("defect_threshold_fraction", DEFECT_THRESHOLD_FRACTION))
-        vent, defect = ventilation_metrics(
+        # Over the box: outside it there is no lung, so every metric is the whole volume's.
+        vent, defect_box = ventilation_metrics(
             vent_out.specific_ventilation,
             vent_out.lung_mask,
             voxel_specific_ventilation=vent_out.voxel_specific_ventilation,
             threshold_fraction=threshold,
         )
+        lung_mask = vent_out.full(vent_out.lung_mask, scan.shape)
+        defect = vent_out.full(defect_box, scan.shape)
 
     s, r, c = scan.spacing_mm
     results: dict[str, Any] = {
@@ -226,31 +218,36 @@ def analyze_scan(
     }
     out_prefix = out_prefix.rstrip("/") + "/" if out_prefix else ""
     inhale_phase = scan.phases[inhale]
+    with timer.stage("preview_s"):
+        from dicomflow.analysis.outputs.preview import coronal_row, render_coronal
+
+        row = coronal_row(lung_mask, defect)
+        png = render_coronal(
+            inhale_hu[:, row, :],
+            lung_mask[:, row, :],
+            vent_out.plane(vent_out.specific_ventilation, row, scan.shape),
+            defect[:, row, :],
+            scan.spacing_mm,
+            results,
+        )
+    # The maps and the inhale volume are no longer needed: free them before the SEG is built.
+    del vent_out, inhale_hu, kept, defect_box
+    _trim_heap()
     with timer.stage("seg_s"):
         from dicomflow.analysis.outputs.seg import lung_segmentation
 
         seg = lung_segmentation(
-            inhale_phase, vent_out.lung_mask, defect, model_name=spec.name, model_version=spec.version
+            inhale_phase, lung_mask, defect, model_name=spec.name, model_version=spec.version
         )
+        del lung_mask, defect
         dest.put(out_prefix + SEG_NAME, _dicom_bytes(seg), content_type="application/dicom")
     with timer.stage("sr_s"):
         from dicomflow.analysis.outputs.sr import measurement_report
 
-        evidence = [h for p in scan.phases for h in p.source_headers] + [seg]
+        evidence = [*scan.evidence(), seg]
         sr = measurement_report(results, evidence, model_name=spec.name, model_version=spec.version)
         dest.put(out_prefix + SR_NAME, _dicom_bytes(sr), content_type="application/dicom")
-    with timer.stage("preview_s"):
-        from dicomflow.analysis.outputs.preview import render_preview
-
-        png = render_preview(
-            inhale_phase.hu,
-            vent_out.lung_mask,
-            vent_out.specific_ventilation,
-            defect,
-            scan.spacing_mm,
-            results,
-        )
-        dest.put(out_prefix + PREVIEW_NAME, png, content_type="image/png")
+    dest.put(out_prefix + PREVIEW_NAME, png, content_type="image/png")
     results["outputs"] = {
         "results": out_prefix + RESULTS_NAME,
         "seg": out_prefix + SEG_NAME,

@@ -59,13 +59,33 @@ def render_preview(
 ) -> bytes:
     """The PNG bytes. Arrays are [slices, rows, columns], slices increasing along the normal
     (towards the head for axial images), so the image is flipped to put the head at the top."""
+    row = coronal_row(lung_mask, defect_mask)
+    return render_coronal(
+        hu[:, row, :],
+        lung_mask[:, row, :],
+        ventilation[:, row, :],
+        defect_mask[:, row, :],
+        spacing_mm,
+        results,
+    )
+
+
+def render_coronal(
+    hu: np.ndarray,
+    lung_mask: np.ndarray,
+    ventilation: np.ndarray,
+    defect_mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    results: Mapping[str, Any],
+) -> bytes:
+    """:func:`render_preview` from the coronal plane alone (each array [slices, columns]), so that
+    a caller need not hold whole maps to draw one plane of them."""
     from PIL import Image, ImageDraw, ImageFont
 
-    row = coronal_row(lung_mask, defect_mask)
-    ct = hu[:, row, :].astype(np.float32)[::-1]
-    lung = lung_mask[:, row, :].astype(bool)[::-1]
-    sv = ventilation[:, row, :][::-1]
-    defect = defect_mask[:, row, :].astype(bool)[::-1]
+    ct = hu.astype(np.float32)[::-1]
+    lung = lung_mask.astype(bool)[::-1]
+    sv = ventilation[::-1]
+    defect = defect_mask.astype(bool)[::-1]
     vmax = max(2.0 * float(results["ventilation"]["median_specific_ventilation"]), 1e-3)
 
     grey = np.clip((ct + 1000.0) / 1200.0, 0, 1) * 255  # window -1000..200 HU

@@ -51,7 +51,10 @@ def lung_segmentation(
             anatomic_regions=[codes.SCT.Lung],
         ),
     ]
-    pixels = np.stack([lung_mask.astype(bool), defect_mask.astype(bool)], axis=-1)
+    # Segment-major in memory, segments last in shape: highdicom's overlap check sums over the
+    # segment axis, which takes 0.8 s at 150 x 512^2 when the two segments are interleaved
+    # (a length-2 innermost reduction) and 0.07 s when they are two planes apart.
+    pixels = np.moveaxis(np.stack([lung_mask.astype(bool), defect_mask.astype(bool)]), 0, -1)
     sources = phase.source_headers
     if len(sources) == 1 and phase.frames[0].frame_number is not None:
         # An enhanced source: the SEG's frames follow the source's frame order, not slice order.
