@@ -1,0 +1,1 @@
+"""The deidentify_batch Lambda function (a step of the scan workflow)."""

@@ -1,0 +1,1 @@
+"""The deidentify_scan Lambda function (a step of the scan workflow)."""

@@ -1,0 +1,1 @@
+"""The publish Lambda function (a step of the scan workflow)."""

@@ -1,0 +1,1 @@
+"""The quarantine Lambda function (a step of the scan workflow)."""

@@ -1,0 +1,1 @@
+"""The validate_batch Lambda function (a step of the scan workflow)."""
