@@ -47,6 +47,8 @@ def _ct_dataset(study: str, series: str, frame_of_ref: str, phase: int, phases: 
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Anon^Phantom", "PHANTOM", "", "O"
+    # No patient behind it: marked de-identified, as `dicomflow analyze` requires of its input.
+    ds.PatientIdentityRemoved, ds.DeidentificationMethod = "YES", "synthetic, no patient"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_ref
     ds.StudyID, ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "1", "20260101", "120000", ""
     ds.ReferringPhysicianName, ds.Modality, ds.Manufacturer = "", "CT", "synthetic"

@@ -18,7 +18,8 @@ def scan_with_manifest(root: Path) -> Path:
     write_series(root, phases=2, slices=6)
     manifest = ScanManifest(device_id="ct-01", scan_type=ScanType.FOUR_D_CT, files=files_from_directory(root))
     (root / "manifest.json").write_text(manifest.to_json())
-    (root / "ground_truth.json").write_text("{}")  # a file the manifest does not declare
+    (root / "ground_truth.json").write_text("{}")  # a known sidecar: never validated nor reported
+    (root / "notes.txt").write_text("not DICOM")  # a file the manifest does not declare
     return root / "manifest.json"
 
 
@@ -48,7 +49,7 @@ def test_a_good_scan_with_its_manifest_exits_0_with_a_json_report(tmp_path: Path
         12,
         "accepted",
     )
-    assert report["not_in_manifest"] == ["ground_truth.json"]
+    assert report["not_in_manifest"] == ["notes.txt"]
     assert [f["code"] for f in report["scan"]["findings"]] == ["FILE_UNDECLARED"]  # a warning
 
 

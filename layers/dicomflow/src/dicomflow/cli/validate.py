@@ -7,6 +7,11 @@ declare are reported (a warning) but not validated, and the scan rules run over 
 ``--scan`` runs the scan rules without a manifest. The JSON report goes to stdout or ``--report``;
 the exit status is 0 only if every file (and the scan, when checked) is accepted.
 
+A single folder holding a ``manifest.json`` is a scan: its manifest is used as if given with
+``--manifest``. The files that sit beside a scan without being part of it are never validated as
+DICOM: ``manifest.json``, ``ground_truth.json`` (a phantom's), the upload journal and the report
+being written. No file to validate (an empty folder) is an error, not an accepted scan.
+
 File names in the report are as given on the command line or relative to the directory named (or
 to the manifest's folder): they are the operator's own paths, never read from the files.
 """
@@ -21,7 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dicomflow.cli.numbers import processes
 from dicomflow.cli.workers import map_in_workers
+from dicomflow.upload.journal import PARTS_NAME, STATE_NAME
+
+#: Files that sit beside a scan's DICOM files without being part of it: the manifest, a phantom's
+#: ground truth and the upload journal. Skipped at the top of a folder walked.
+SIDECARS = frozenset({"manifest.json", "ground_truth.json", STATE_NAME, PARTS_NAME})
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +51,7 @@ def register(subparsers: Any) -> None:
         "--scan", action="store_true", help="check the files as one scan (without a manifest)"
     )
     parser.add_argument("--report", metavar="FILE", help="write the JSON report here instead of stdout")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --report file")
     parser.add_argument(
         "--allow-sop-class",
         metavar="UID",
@@ -48,7 +60,7 @@ def register(subparsers: Any) -> None:
         help="accept this SOP class too (repeatable); default: CT, Enhanced CT, Legacy Converted Enhanced CT",
     )
     parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)"
+        "--jobs", type=processes, default=os.cpu_count() or 1, help="worker processes (default: one per core)"
     )
     parser.add_argument(
         "--summaries",
@@ -68,6 +80,8 @@ def _collect(paths: list[str], base: Path | None, skip: set[Path]) -> list[tuple
             for found in sorted(path.rglob("*")):
                 rel = found.relative_to(path)
                 if any(part.startswith(".") for part in rel.parts) or found.resolve() in skip:
+                    continue
+                if len(rel.parts) == 1 and rel.name in SIDECARS:
                     continue
                 if found.is_dir():
                     continue
@@ -104,24 +118,44 @@ def _lost(job: tuple[Any, ...], reason: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dicomflow.cli.paths import check_new_file, resolved, write_text_atomic
     from dicomflow.errors import InvalidInputError
     from dicomflow.manifest import ScanManifest
     from dicomflow.validation import Finding, Severity, ValidationReport, validate_scan
 
+    missing = [given for given in args.paths if not Path(given).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more path(s))" if missing[1:] else ""
+        raise InvalidInputError(f"{missing[0]} does not exist{more}")
+    if args.report:
+        check_new_file(args.report, force=args.force, flag="--report")
     manifest = None
     base: Path | None = None
     skip: set[Path] = set()
-    if args.manifest:
-        manifest_path = Path(args.manifest)
-        manifest = ScanManifest.load(manifest_path)
+    manifest_arg = args.manifest
+    if manifest_arg is None and len(args.paths) == 1 and (Path(args.paths[0]) / "manifest.json").is_file():
+        manifest_arg = str(Path(args.paths[0]) / "manifest.json")  # a scan folder: its own manifest
+    if manifest_arg:
+        manifest_path = Path(manifest_arg)
+        if not manifest_path.is_file():
+            raise InvalidInputError(
+                f"--manifest {manifest_arg} "
+                + ("is a folder: give its manifest.json" if manifest_path.is_dir() else "does not exist")
+            )
+        try:
+            manifest = ScanManifest.load(manifest_path)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read --manifest {manifest_arg}: {exc.strerror}") from None
         base = manifest_path.parent
         skip.add(manifest_path.resolve())
+    if args.report:
+        skip.add(resolved(args.report))  # a report from an earlier run, in the folder validated
     files = _collect(args.paths, base, skip)
-    missing = [given for given in args.paths if not Path(given).exists()]
-    if missing:
-        raise InvalidInputError(f"{len(missing)} path(s) given do not exist")
-    if args.jobs < 1:
-        raise InvalidInputError("--jobs must be at least 1")
+    if not files and manifest is None:
+        raise InvalidInputError(
+            f"the scan is empty: no files to validate in {' '.join(args.paths)}; give the folder of its "
+            "DICOM files"
+        )
 
     undeclared: list[str] = []
     declared = {f.name: f for f in manifest.files} if manifest is not None else None
@@ -170,8 +204,7 @@ def run(args: argparse.Namespace) -> int:
         out["not_in_manifest"] = undeclared
     text = json.dumps(out, indent=2) + "\n"
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(text)
+        write_text_atomic(args.report, text, flag="--report")
     else:
         sys.stdout.write(text)
     scan_part = f"; scan {scan_report.verdict.value}" if scan_report is not None else ""

@@ -9,6 +9,7 @@ scan asks for the same few hundred UIDs many times.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -63,8 +64,19 @@ class LocalKey:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> LocalKey:
-        """Read a key file: hex text (as :meth:`generate_file` writes) or raw bytes."""
-        data = Path(path).read_bytes()
+        """Read a key file: hex text (as :meth:`generate_file` writes) or raw bytes.
+
+        A key file that cannot be read (a folder, no permission) raises
+        :class:`~dicomflow.errors.ConfigurationError` naming the file and the reason.
+        """
+        try:
+            data = Path(path).read_bytes()
+        except IsADirectoryError:
+            raise ConfigurationError(f"the key file {os.fspath(path)} is a folder: give a file") from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the key file {os.fspath(path)}: {exc.strerror or type(exc).__name__}"
+            ) from None
         text = data.strip()
         try:
             secret = bytes.fromhex(text.decode("ascii"))
@@ -74,13 +86,47 @@ class LocalKey:
 
     @classmethod
     def generate_file(cls, path: str | os.PathLike[str]) -> LocalKey:
-        """Create a new random key file (mode 0600) and return its key. Refuses to overwrite."""
+        """Create a new random key file (mode 0600) and return its key. Never overwrites a file.
+
+        The key is written in full to a temporary file beside ``path`` and flushed to disk, then
+        hard-linked into place (which fails if ``path`` exists): a crash never leaves a truncated
+        key that a later run would read as another key, and two runs creating the key at once
+        cannot overwrite each other's (the second gets :class:`FileExistsError` and should read
+        the key now there).
+        """
         import secrets  # imports random: only when a key is made
 
         secret = secrets.token_bytes(KEY_BYTES)
-        fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret.hex() + "\n")
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secret.hex() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise
+            except OSError:
+                # No hard links on this file system (FAT, some shares): exclusive create instead.
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secret.hex() + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except FileExistsError:
+            if target.exists():
+                raise
+            raise ConfigurationError(f"cannot create the key file {target}: try again") from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the key file {target}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         return cls(secret)
 
 
