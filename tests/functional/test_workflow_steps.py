@@ -1,9 +1,10 @@
 """The workflow's steps driven in order through their real Lambda handlers, against moto in-process:
-a phantom scan (2 phases x 4 slices of 64 x 64) uploaded into the ingest bucket as the upload API
-leaves it (objects at nameless keys, the manifest with each file's ``key``), then prepare ->
-validate (batches) -> validate scan -> de-identify (batches) -> de-identify scan -> analysis (the
-real pipeline) -> publish, or -> quarantine. Status events are caught by a real EventBridge rule
-with an SQS target."""
+a phantom scan (2 phases x 4 slices of 64 x 64, one file named after the patient) put into the
+ingest bucket as the upload API leaves it (objects at nameless keys, the manifest with each file's
+``key``), then prepare -> validate (batches) -> validate scan -> de-identify (batches) ->
+de-identify scan -> analysis (the real pipeline) -> publish, or -> quarantine. Status events are
+caught by a real EventBridge rule with an SQS target. No file name or patient value may appear in
+a result, an event, a log line or the scan's record."""
 
 from __future__ import annotations
 
@@ -396,3 +397,47 @@ def test_a_large_multiframe_file_reads_little_of_the_source(tmp_path: Path) -> N
     assert figures["file_bytes"] > 64 * 1024 * 1024
     assert figures["source_bytes_read"] <= 8 * 1024 * 1024
     assert figures["bytes_copied_server_side"] >= figures["pixel_bytes"] - 6 * 1024 * 1024
+
+
+def test_no_step_result_event_log_or_record_carries_a_name(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given scans whose manifests name a file after the patient (one good, one with a bad file)
+    upload(stack, "scan-a")
+    upload(stack, "scan-b", replace={4: b"plain text, not DICOM" * 10})
+    # When every step runs for both, and quarantine after a failure that quotes the name
+    runs = [drive(stack, "scan-a"), drive(stack, "scan-b")]
+    upload(stack, "scan-c")
+    assert stack.table.transition("scan-c", ScanStatus.UPLOADED, ScanStatus.VALIDATING)
+    cause = json.dumps(
+        {"errorType": "ValueError", "errorMessage": f"bad file {patient_name(stack)}_0001.dcm"}
+    )
+    failed = stack.invoke(
+        "quarantine",
+        {
+            "scan_id": "scan-c",
+            "bucket": INGEST,
+            "manifest_key": "scans/scan-c/manifest.json",
+            "outcome": "FAILED",
+            "error": {"Error": "ValueError", "Cause": cause},
+        },
+    )
+    logs = capsys.readouterr()
+    # Then the name (and the patient's other planted values) appears nowhere
+    results = json.dumps([r.results for r in runs] + [r.batches for r in runs] + [failed])
+    events = json.dumps(stack.events())
+    records = json.dumps([stack.table.get_scan(s) for s in ("scan-a", "scan-b", "scan-c")])
+    planted = [patient_name(stack), "slice_0001", "phase_00/"]
+    planted += [str(v) for v in stack.truth["identifying_values"].values() if len(str(v)) >= 6]
+    for text, what in (
+        (results, "results"),
+        (events, "events"),
+        (records, "records"),
+        (logs.out + logs.err, "logs"),
+    ):
+        found = [value for value in planted if value in text]
+        assert not found, f"{what} carry {found}"
+    # And the logs did say something, with the scan id as correlation id on every line
+    lines = [json.loads(line) for line in logs.out.splitlines() if line.startswith("{") and '"level"' in line]
+    assert failed["status"] == "FAILED"
+    assert lines and all(line.get("correlation_id") in ("scan-a", "scan-b", "scan-c") for line in lines)
