@@ -1,0 +1,161 @@
+"""Reading a scan from a store: headers first (no pixels), then each phase into a reused buffer,
+over a local folder (pread) and over any other store (ranged reads on threads); the byte-level
+header path and pydicom's give the same frames; the in-place rescale is the plain one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from dicomflow.analysis.reading import HEADER_READ, ScanReader
+from dicomflow.analysis.volume import _pydicom_frames, _rescale_in_place, _to_hu, read_frames
+from dicomflow.errors import AnalysisError
+from dicomflow.storage import LocalObjectStore, ObjectStore
+from tests.unit.test_analysis_volume import write_ct_scan
+
+
+class RangedStore(ObjectStore):
+    """A store that is not a local folder (so the reader takes the ranged, threaded path), and
+    that counts the bytes asked of each object."""
+
+    def __init__(self, root: Path) -> None:
+        self._local = LocalObjectStore(root)
+        self.bytes_read: dict[str, int] = {}
+
+    def size(self, key: str) -> int:
+        return self._local.size(key)
+
+    def exists(self, key: str) -> bool:
+        return self._local.exists(key)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        data = self._local.get_range(key, start, end)
+        self.bytes_read[key] = self.bytes_read.get(key, 0) + len(data)
+        return data
+
+    def iter_chunks(self, key: str, chunk_size: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        return self._local.iter_chunks(key, chunk_size)
+
+    def open_read(self, key: str) -> BinaryIO:
+        return self._local.open_read(key)
+
+    def put(self, key: str, data: bytes | BinaryIO, *, content_type: str | None = None) -> None:
+        self._local.put(key, data, content_type=content_type)
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        return self._local.list_keys(prefix)
+
+    def delete(self, key: str) -> None:
+        self._local.delete(key)
+
+    def multipart_put(self, key: str) -> Any:
+        return self._local.multipart_put(key)
+
+
+def _keys(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.dcm"))
+
+
+@pytest.mark.parametrize("multiframe", [False, True], ids=["single-frame", "enhanced-multiframe"])
+@pytest.mark.parametrize("local", [True, False], ids=["local-pread", "ranged-threads"])
+def test_each_phase_is_read_into_one_reused_buffer_equal_to_the_truth(
+    tmp_path: Path, multiframe: bool, local: bool
+) -> None:
+    # Given a shuffled 3-phase scan, in a local folder or behind ranged reads
+    truth = write_ct_scan(tmp_path, multiframe=multiframe, shuffle_positions=True)
+    store: ObjectStore = LocalObjectStore(tmp_path) if local else RangedStore(tmp_path)
+    reader = ScanReader(store, workers=2)
+    # When the scan is planned and each phase read into the same buffer
+    scan = reader.plan(_keys(tmp_path))
+    buffer = np.full(scan.shape, 12345, dtype=np.int16)
+    for phase in scan.phases:
+        volume = reader.read_phase(phase, buffer)
+        # Then the buffer holds that phase's HU voxel for voxel, in position order
+        assert volume.base is buffer or volume is buffer
+        np.testing.assert_array_equal(volume, truth[phase.index])
+    assert [p.percent for p in scan.phases] == [0.0, 33.0, 66.0]
+
+
+def test_planning_reads_headers_only(tmp_path: Path) -> None:
+    # Given slices whose pixels are larger than the first ranged read
+    write_ct_scan(tmp_path, phases=2, slices=6, size=256)
+    store = RangedStore(tmp_path)
+    keys = _keys(tmp_path)
+    assert all(store.size(k) > HEADER_READ for k in keys)
+    # When the scan is planned, Then no file was read past its first block
+    scan = ScanReader(store, workers=1).plan(keys)
+    assert len(scan.phases) == 2
+    assert max(store.bytes_read.values()) <= HEADER_READ
+    # and reading a phase then asks for its pixels
+    ScanReader(store, workers=1).read_phase(scan.phases[0], np.empty(scan.shape, np.int16))
+    assert sum(store.bytes_read.values()) > 6 * 256 * 256 * 2
+
+
+def test_the_byte_level_header_path_gives_pydicoms_frames() -> None:
+    # Given pydicom's CT test file (signed pixels, its own rescale), read both ways
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    fast, slow = read_frames(data)[0], _pydicom_frames(data)[0]
+    # Then every attribute the analysis uses and the HU are the same
+    for name in (
+        "series_instance_uid",
+        "sop_instance_uid",
+        "temporal_position",
+        "phase_percent",
+        "position",
+        "orientation",
+        "pixel_spacing",
+        "rows",
+        "columns",
+        "label",
+        "slice_thickness",
+    ):
+        assert getattr(fast, name) == getattr(slow, name), name
+    np.testing.assert_array_equal(fast.hu, slow.hu)
+    assert fast.header.dataset.SOPInstanceUID == slow.header.dataset.SOPInstanceUID
+    assert "PixelData" not in fast.header.dataset
+
+
+def test_a_deflated_file_is_read_by_pydicom(tmp_path: Path) -> None:
+    # Given a scan file rewritten as Deflated Explicit VR Little Endian (the byte-level reader
+    # declines it; pydicom inflates it)
+    write_ct_scan(tmp_path, phases=2, slices=4, size=16)
+    source = tmp_path / "phase_00" / "slice_0000.dcm"
+    ds = pydicom.dcmread(source)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    deflated = tmp_path / "deflated.dcm"
+    ds.save_as(deflated, enforce_file_format=True)
+    # When both are read, Then they are the same image
+    a, b = read_frames(source.read_bytes())[0], read_frames(deflated.read_bytes())[0]
+    assert a.stored is not None and b.stored is None  # located by offset / inflated in memory
+    assert (a.position, a.sop_instance_uid, a.label) == (b.position, b.sop_instance_uid, b.label)
+    np.testing.assert_array_equal(a.hu, b.hu)
+
+
+def test_compressed_pixel_data_is_refused_on_the_byte_level_path_too() -> None:
+    data = Path(get_testdata_file("JPEG2000.dcm")).read_bytes()
+    assert data[128:132] == b"DICM"
+    with pytest.raises(AnalysisError, match=r"transfer syntax .* is not supported"):
+        read_frames(data)
+
+
+@pytest.mark.parametrize("dtype", ["<u2", "<i2"])
+@pytest.mark.parametrize("intercept", [-1024.0, 0.0, 1000.0, -32768.0, 32767.0, -0.5, 2.25])
+@pytest.mark.parametrize("slope", [1.0, 0.5])
+def test_the_in_place_rescale_gives_the_plain_rescale(dtype: str, intercept: float, slope: float) -> None:
+    # Given stored values across the whole range of their type, extremes included
+    info = np.iinfo(np.dtype(dtype))
+    rng = np.random.default_rng(7)
+    stored = rng.integers(info.min, info.max, size=(3, 16, 16), endpoint=True).astype(dtype)
+    stored[0, 0, :2] = (info.min, info.max)
+    expected = _to_hu(stored, slope, intercept)
+    # When rescaled where they lie (int16 memory)
+    volume = stored.view(np.int16).copy()
+    _rescale_in_place(volume, dtype, slope, intercept)
+    # Then the HU are the same, clipping included
+    np.testing.assert_array_equal(volume, expected)
