@@ -238,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
     if src.is_file():
         held = args.held or dest.parent / (dest.name + "_held")
     _check_outputs(args, src, dest, held)
+    jobs = list(_jobs(src, dest, held))
+    if not jobs:
+        raise InvalidInputError(f"SRC {src} is empty: no files to de-identify")
     key_file = _key_file(args.key_file)
     key = LocalKey.from_file(key_file)
     # Every check passed: now (and only now) a used DEST is cleared, with --force.
@@ -247,7 +250,6 @@ def run(args: argparse.Namespace) -> int:
             make_output_dir(held, flag="the held folder")
     elif args.force:
         (held / src.name).unlink(missing_ok=True)
-    jobs = list(_jobs(src, dest, held))
     verify = not args.no_verify_pixels
     workers = max(1, min(args.workers, len(jobs)))
     # Built here, before any worker starts: forked workers inherit the de-identifier, its loaded
