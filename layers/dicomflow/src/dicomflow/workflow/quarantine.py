@@ -126,9 +126,10 @@ def run(ctx: StepContext, event: QuarantineEvent) -> dict[str, Any]:
     try:
         stored = load_manifest(store, event.manifest_key, event.scan_id, limits=ctx.settings.manifest_limits)
         tagged = _tag_originals(store, [item.key for item in stored.items], str(status))
-    except ObjectNotFoundError:
+    except (ObjectNotFoundError, ValueError):
+        # No manifest to find the originals by (or not one we can read): record that, tag nothing.
         tagged = 0
-        codes = sorted({*codes, "MANIFEST_MISSING"})
+        codes = sorted({*codes, "MANIFEST_UNREADABLE"})
     kept = reasons[:MAX_REASONS]
     values = {
         "reason": _summary(str(status), reasons, codes),
