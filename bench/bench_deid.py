@@ -318,6 +318,7 @@ def _tools(certificate: Path | None, key_file: Path) -> list[tuple[str, object]]
         return [
             str(BIN / "dicomflow"), "deid", str(source), str(target), "--key-file", str(key_file),
             "--held", str(held), "--report", str(out.parent / "dicomflow_report.json"),
+            "--force",  # the report of the round before is replaced
         ]  # fmt: skip
 
     return [
