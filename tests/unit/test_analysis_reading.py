@@ -99,7 +99,7 @@ def test_planning_reads_headers_only(tmp_path: Path) -> None:
 
 def test_the_byte_level_header_path_gives_pydicoms_frames() -> None:
     # Given pydicom's CT test file (signed pixels, its own rescale), read both ways
-    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    data = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
     fast, slow = read_frames(data)[0], _pydicom_frames(data)[0]
     # Then every attribute the analysis uses and the HU are the same
     for name in (
@@ -138,7 +138,7 @@ def test_a_deflated_file_is_read_by_pydicom(tmp_path: Path) -> None:
 
 
 def test_compressed_pixel_data_is_refused_on_the_byte_level_path_too() -> None:
-    data = Path(get_testdata_file("JPEG2000.dcm")).read_bytes()
+    data = Path(str(get_testdata_file("JPEG2000.dcm"))).read_bytes()
     assert data[128:132] == b"DICM"
     with pytest.raises(AnalysisError, match=r"transfer syntax .* is not supported"):
         read_frames(data)

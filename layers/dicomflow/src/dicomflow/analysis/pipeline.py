@@ -158,6 +158,7 @@ def analyze_scan(
     if counts[inhale] == 0 or box is None:
         raise AnalysisError("no lung was found in any phase (no voxels in the model's lung window)")
     inhale_hu = kept
+    scan.release_headers(keep=inhale)
 
     with timer.stage("ventilation_s"):
         vent_out = loaded.ventilation(inhale_hu, air[exhale], box)
