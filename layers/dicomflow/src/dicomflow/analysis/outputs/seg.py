@@ -53,8 +53,12 @@ def lung_segmentation(
     ]
     # Segment-major in memory, segments last in shape: highdicom's overlap check sums over the
     # segment axis, which takes 0.8 s at 150 x 512^2 when the two segments are interleaved
-    # (a length-2 innermost reduction) and 0.07 s when they are two planes apart.
-    pixels = np.moveaxis(np.stack([lung_mask.astype(bool), defect_mask.astype(bool)]), 0, -1)
+    # (a length-2 innermost reduction) and 0.07-0.3 s when they are two planes apart. Written in
+    # place: no bool copies to stack.
+    stacked = np.empty((2, *lung_mask.shape), dtype=bool)
+    np.not_equal(lung_mask, 0, out=stacked[0])
+    np.not_equal(defect_mask, 0, out=stacked[1])
+    pixels = np.moveaxis(stacked, 0, -1)
     sources = phase.source_headers
     if len(sources) == 1 and phase.frames[0].frame_number is not None:
         # An enhanced source: the SEG's frames follow the source's frame order, not slice order.
