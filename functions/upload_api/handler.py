@@ -5,6 +5,9 @@ Nothing here logs a body or an event (manifests carry file names, which can carr
 the trace never captures a response. Routes are not traced one by one: the tracer would log every
 expected 4xx as an error. Errors map to HTTP: 400 invalid input, 404 no such scan or file,
 409 not in a state for this request (with what to do), 413 over a limit; each with its reason.
+Every error has one shape, ``{"error": code, "message": reason}``: also an unknown route (404
+``not_found``), a known path with another method (405 ``method_not_allowed``, with ``Allow``) and
+an unexpected failure (500 ``internal``, the class name only).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dicomflow.errors import DicomflowError, InvalidInputError, TransientStorageError
@@ -60,7 +64,20 @@ def create_scan() -> Response:
 
 @app.get("/scans/<scan_id>")
 def get_scan(scan_id: str) -> Response:
-    return _json(200, service().progress(scan_id))
+    # ?files_from=N lists the files from position N (a resuming device's one call); &urls=1 adds the
+    # URLs of single-PUT files still uploading.
+    query = app.current_event.query_string_parameters or {}
+    files_from = query.get("files_from")
+    if files_from is not None and not files_from.isdigit():
+        raise InvalidInputError("files_from must be a file's position (0, 1, ...)")
+    return _json(
+        200,
+        service().progress(
+            scan_id,
+            files_from=int(files_from) if files_from is not None else None,
+            urls=query.get("urls") in ("1", "true"),
+        ),
+    )
 
 
 @app.delete("/scans/<scan_id>")
@@ -116,6 +133,40 @@ def internal(exc: DicomflowError) -> Response:
     # Our messages carry no patient data, but the device needs no internals: name the class only.
     logger.exception("request failed", extra={"error": type(exc).__name__})
     return _json(500, {"error": "internal", "message": f"the upload API failed ({type(exc).__name__})"})
+
+
+@app.exception_handler(NotFoundError)
+def no_route(exc: NotFoundError) -> Response:
+    event = app.current_event
+    method, path = event.http_method.upper(), event.path
+    # The resolver's own routes: a path it serves with other methods is a 405, else a 404.
+    allowed = sorted({r.method for r in (*app._static_routes, *app._dynamic_routes) if r.rule.match(path)})
+    if allowed:
+        return Response(
+            status_code=405,
+            content_type=content_types.APPLICATION_JSON,
+            headers={"Allow": ", ".join(allowed)},
+            body=json.dumps(
+                {
+                    "error": "method_not_allowed",
+                    "message": f"{method} is not allowed here; use {' or '.join(allowed)}",
+                }
+            ),
+        )
+    return _json(404, {"error": "not_found", "message": f"no route for {method} {_shown(path)}"})
+
+
+@app.exception_handler(Exception)
+def unexpected(exc: Exception) -> Response:
+    # A bug: the class only (its message might quote a request value).
+    logger.exception("request failed unexpectedly", extra={"error": type(exc).__name__})
+    return _json(500, {"error": "internal", "message": f"the upload API failed ({type(exc).__name__})"})
+
+
+def _shown(path: str) -> str:
+    """A path to echo in an error: short, and printable (it is the caller's own input)."""
+    clean = "".join(c if c.isprintable() else "?" for c in path)
+    return clean if len(clean) <= 80 else clean[:77] + "..."
 
 
 @logger.inject_lambda_context(log_event=False)

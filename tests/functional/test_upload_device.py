@@ -47,11 +47,14 @@ def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def key_of(stack: UploadStack, scan_id: str, name: str) -> str:
+    """A file's object key, as the manifest stored at completion maps it (keys carry no names)."""
+    manifest = json.loads(stored_object(stack, f"scans/{scan_id}/manifest.json"))
+    return str({f["name"]: f["key"] for f in manifest["files"]}[name])
+
+
 def stored(stack: UploadStack, scan_id: str, name: str) -> bytes:
-    s3 = stack.local.client("s3")
-    return bytes(
-        s3.get_object(Bucket=stack.local.ingest_bucket, Key=f"scans/{scan_id}/files/{name}")["Body"].read()
-    )
+    return stored_object(stack, key_of(stack, scan_id, name))
 
 
 def stored_object(stack: UploadStack, key: str) -> bytes:
@@ -110,7 +113,7 @@ def test_a_multi_file_dicom_scan_uploads_byte_identical_and_is_handed_to_process
         for path in folder.rglob("*.dcm"):
             name = path.relative_to(folder).as_posix()
             assert stored(stack, scan_id, name) == path.read_bytes(), name
-            head = s3.head_object(Bucket=stack.local.ingest_bucket, Key=f"scans/{scan_id}/files/{name}")
+            head = s3.head_object(Bucket=stack.local.ingest_bucket, Key=key_of(stack, scan_id, name))
             assert (head["ServerSideEncryption"], head["SSEKMSKeyId"].rsplit("/", 1)[-1]) == (
                 "aws:kms",
                 stack.local.kms_key_id,
@@ -161,7 +164,8 @@ def test_resume_after_sigkill_resends_at_most_one_part_per_worker(tmp_path: Path
         assert (
             hashlib.sha256(stored(stack, scan_id, "series/big.dcm")).digest() == hashlib.sha256(data).digest()
         )
-        puts = {part: count for (path, part), count in stack.proxy.puts.items() if path.endswith("/big.dcm")}
+        big_key = key_of(stack, scan_id, "series/big.dcm")
+        puts = {part: count for (path, part), count in stack.proxy.puts.items() if path.endswith(big_key)}
         assert set(puts) == set(range(1, 14))
         resent = [part for part, count in puts.items() if count > 1]
         print(f"resume: killed after {landed} of 13 parts were journaled; parts sent twice: {sorted(resent)}")
@@ -233,16 +237,19 @@ def test_a_file_changed_during_upload_is_caught_and_the_device_says_what_to_do(
 def test_the_device_follows_the_apis_part_size_and_hashes_parts_as_it_reads(
     tmp_path: Path, local_aws: Any
 ) -> None:
-    # Given a device proposing a part size S3 would refuse (1 MiB) to an API that prefers 8 MiB
+    from dicomflow.upload.device import Uploader
+
+    # Given a device (the library: the CLI refuses such a size) proposing a part size S3 would
+    # refuse (1 MiB) to an API that prefers 8 MiB
     folder = tmp_path / "scan"
     data = random_file(folder / "big.dcm", 11 * MiB)
     with start_upload_stack(local=local_aws, part_size=8 * MiB) as stack:
-        cmd = upload_cmd(folder, stack, "--quiet")
-        cmd[cmd.index("--part-size-mib") + 1] = "1"
         # When it uploads
-        result = run(cmd)
+        result = Uploader(stack.api_url, part_size=1 * MiB, progress=False).upload(
+            folder, device_id="ct-01", scan_type="4d-ct"
+        )
         # Then the API's part size was used and the object is byte-identical
-        assert result.returncode == 0, result.stderr
+        assert result.status == "UPLOADED"
         scan_id = journal_state(folder)["scan_id"]
         record = stack.service.table.get_file(scan_id, 0)
         assert record is not None and (record["part_size"], record["part_count"]) == (8 * MiB, 2)
@@ -284,9 +291,15 @@ def test_failures_end_with_a_message_and_a_failing_status(tmp_path: Path, local_
             [sys.executable, "-m", "dicomflow", "upload", str(tmp_path / "scan"), "--api", stack.api_url]
         )
         assert result.returncode == 1 and "lacks device_id, scan_type" in result.stderr
-        # A refused request: the gateway's token is missing
+        # A refused request: the gateway's token is missing, and the device says what to set
         result = run(upload_cmd(tmp_path / "scan", stack))
         assert result.returncode == 1 and "Missing Authentication Token" in result.stderr
+        assert "DICOMFLOW_API_TOKEN" in result.stderr and "--token" in result.stderr
+        assert "AWS_ACCESS_KEY_ID" in result.stderr  # what an API in AWS would want instead
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        # A wrong token: said so
+        result = run(upload_cmd(tmp_path / "scan", stack, "--token", "wrong"))
+        assert result.returncode == 1 and "token sent was refused" in result.stderr
         # The right token: success
         result = run(upload_cmd(tmp_path / "scan", stack, "--token", "secret"))
         assert result.returncode == 0, result.stderr
@@ -312,7 +325,8 @@ def test_a_device_manifest_in_the_folder_names_the_scan_and_its_files(tmp_path: 
                 Bucket=stack.local.ingest_bucket, Prefix=f"scans/{scan_id}/files/"
             )["Contents"]
         }
-        assert keys == {f"scans/{scan_id}/files/{f.name}" for f in phantom.manifest.files}
+        assert keys == {key_of(stack, scan_id, f.name) for f in phantom.manifest.files}
+        assert len(keys) == len(phantom.manifest.files)
         stored_manifest = json.loads(stored_object(stack, f"scans/{scan_id}/manifest.json"))
         assert (stored_manifest["device_id"], stored_manifest["scan_type"]) == ("phantom-ct-01", "4d-ct")
         assert stored_manifest["device_settings"]["phases"] == 2

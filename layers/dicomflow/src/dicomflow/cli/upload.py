@@ -5,8 +5,9 @@ Scan metadata comes from ``--metadata`` / ``--device-id`` / ``--scan-type``, els
 sidecar such as the phantom's ``ground_truth.json`` is not uploaded). Without a manifest, every
 file in the folder is part of the scan.
 
-Exit status: 0 uploaded (or already uploaded), 1 failed (the message says what to do), 130
-interrupted (the same command resumes).
+Exit status: 0 uploaded (or already uploaded, as the server confirms), 1 failed (the message says
+what to do), 2 a bad flag (refused while parsing: ``--part-size-mib`` 5..5120, S3's part sizes;
+``--workers`` 1..64), 130 interrupted (the same command resumes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,40 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+MIN_PART_MIB = 5  # S3's smallest part (but the last)
+MAX_PART_MIB = 5 * 1024  # S3's largest part
+MAX_WORKERS = 64  # as dicomflow.upload.device.MAX_WORKERS (not imported: registering stays light)
+
+
+def _whole(low: int, high: int) -> Any:
+    """An argparse ``type=``: a whole number from ``low`` to ``high``, else one line saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}, not {text!r}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 1 to 3600, not {text!r}"
+        ) from None
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 1 to 3600, not {value:g}")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -35,15 +70,23 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_whole(1, MAX_WORKERS),
         default=None,
-        help="parts in flight at once (default 4, or 10 when most files are small enough for one PUT)",
+        help=f"parts in flight at once, 1..{MAX_WORKERS} (default 4, or 10 when most files are small "
+        "enough for one PUT)",
     )
     parser.add_argument(
         "--part-size-mib",
-        type=int,
+        type=_whole(MIN_PART_MIB, MAX_PART_MIB),
         default=None,
-        help="part size to propose, in MiB (default 8; the API may choose another)",
+        help=f"part size to propose, in MiB, {MIN_PART_MIB}..{MAX_PART_MIB} as S3 allows (default 8; "
+        "the API may choose another)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help="seconds any request may stay silent before it is retried (default 60)",
     )
     parser.add_argument(
         "--metadata",
@@ -55,7 +98,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("DICOMFLOW_API_TOKEN"),
-        help="the local gateway's token (default: $DICOMFLOW_API_TOKEN)",
+        help="the local API's token, printed by dicomflow local-api (default: $DICOMFLOW_API_TOKEN); "
+        "an API in AWS takes SigV4 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY instead",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -117,7 +161,7 @@ def _device_manifest(scan_dir: str) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> int:
     from dicomflow.errors import DicomflowError
-    from dicomflow.upload.device import DEFAULT_PART_SIZE, Uploader, UploadInterrupted
+    from dicomflow.upload.device import DEFAULT_PART_SIZE, DEFAULT_TIMEOUT_S, Uploader, UploadInterrupted
     from dicomflow.upload.parts import MiB
 
     command = "dicomflow upload"
@@ -132,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             token=args.token,
             progress=not args.quiet,
             part_size=args.part_size_mib * MiB if args.part_size_mib else DEFAULT_PART_SIZE,
+            timeout=args.timeout or DEFAULT_TIMEOUT_S,
         )
         result = uploader.upload(
             args.scan_dir,
@@ -152,7 +197,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{command}: {exc}", file=sys.stderr)
         return 1
     if result.already_uploaded:
-        print(f"scan {result.scan_id} was already uploaded ({result.status}); nothing to do")
+        print(
+            f"scan {result.scan_id} was already uploaded ({result.status}, as the upload API confirms); "
+            "nothing to do"
+        )
         return 0
     rate = result.bytes_sent / result.seconds / 1e6 if result.seconds else 0.0
     print(

@@ -8,6 +8,17 @@ PUTs down (``put_delay_s``) to make an upload last long enough to interrupt.
 credentials that signed them expire first (a URL presigned with a Lambda role's session token dies
 with the session): the device cannot see it coming and must refresh on the 403.
 
+It also answers where moto does not as S3 would:
+
+- An UploadPart (or UploadPartCopy) to a multipart upload that is no longer in progress (completed
+  or aborted) gets 404 ``NoSuchUpload``, as S3 answers; moto fails it with a 500 the device would
+  retry. So a replayed part URL cannot touch a completed file.
+- A PUT with a form content type (urllib's default) reaches moto as ``application/octet-stream``:
+  moto parses a form body as query parameters and fails the request.
+- No request hangs: a body that stalls gets 408 ``RequestTimeout`` after the socket's timeout, a PUT
+  without ``Content-Length`` 411 ``MissingContentLength``, one over 5 GiB 400 ``EntityTooLarge``, and
+  moto not answering in ``upstream_timeout_s`` 503 ``SlowDown`` (which a device retries).
+
 Presigned signatures are not checked (moto's server does not know the signing key either).
 """
 
@@ -21,11 +32,12 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from dicomflow.local.http import BackgroundHttpServer
+from dicomflow.local.http import BackgroundHttpServer, BodyTimeout, QuietRequestHandler, read_body
 
+MAX_PUT_BYTES = 5 * 1024**3  # S3's largest part or single PUT
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -49,9 +61,18 @@ class S3Proxy(BackgroundHttpServer):
     """Serve on 127.0.0.1 (a free port) and forward to ``upstream`` (the moto server's URL)."""
 
     def __init__(
-        self, upstream: str, *, put_delay_s: float = 0.0, max_url_age_s: float | None = None
+        self,
+        upstream: str,
+        *,
+        put_delay_s: float = 0.0,
+        max_url_age_s: float | None = None,
+        request_timeout_s: float | None = None,
+        upstream_timeout_s: float = 120.0,
     ) -> None:
         parts = urlsplit(upstream)
+        self.request_timeout_s = request_timeout_s
+        self.upstream_timeout_s = upstream_timeout_s
+        self.refused_uploads = 0  # part PUTs refused because their upload is no longer in progress
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.put_delay_s = put_delay_s
@@ -66,22 +87,61 @@ class S3Proxy(BackgroundHttpServer):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                return
+        class Handler(QuietRequestHandler):
+            if proxy.request_timeout_s is not None:
+                timeout = proxy.request_timeout_s
 
             def _relay(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
                 query = parse_qs(split.query)
+                length_header = self.headers.get("Content-Length")
+                if length_header is None and self.command == "PUT":
+                    self._refuse(
+                        411, "MissingContentLength", "You must provide the Content-Length HTTP header."
+                    )
+                    return
+                try:
+                    length = int(length_header or 0)
+                except ValueError:
+                    self._refuse(400, "InvalidArgument", "Content-Length must be a whole number.")
+                    return
+                if length > MAX_PUT_BYTES:
+                    self._refuse(
+                        400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."
+                    )
+                    return
+                try:
+                    body = read_body(self.rfile, length) if length else b""
+                except BodyTimeout:
+                    self._refuse(
+                        408,
+                        "RequestTimeout",
+                        "Your socket connection to the server was not read from or written to within "
+                        "the timeout period.",
+                    )
+                    return
                 if "X-Amz-Expires" in query and _expired(query, proxy.max_url_age_s):
                     with proxy._lock:
                         proxy.expired += 1
                     self._reply(403, _s3_error("AccessDenied", "Request has expired"))
                     return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                if self.command == "PUT":
+                    if "uploadId" in query and not self._upload_in_progress(split.path, query["uploadId"][0]):
+                        with proxy._lock:
+                            proxy.refused_uploads += 1
+                        self._reply(
+                            404,
+                            _s3_error(
+                                "NoSuchUpload",
+                                "The specified upload does not exist. The upload ID may be invalid, or "
+                                "the upload may have been aborted or completed.",
+                            ),
+                        )
+                        return
+                    content_type = headers.get("Content-Type", "")
+                    if content_type.split(";")[0].strip().lower() in _FORM_TYPES:
+                        headers["Content-Type"] = "application/octet-stream"
                 if self.command == "PUT" and "x-amz-copy-source" not in self.headers:
                     part = int(query.get("partNumber", ["0"])[0])
                     with proxy._lock:
@@ -102,31 +162,63 @@ class S3Proxy(BackgroundHttpServer):
                             return
                     if proxy.put_delay_s:
                         time.sleep(proxy.put_delay_s)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=300)
                 try:
-                    conn.request(self.command, self.path, body=body if length else None, headers=headers)
+                    status, reason, response_headers, data = self._upstream(
+                        self.command, self.path, body if length else None, headers
+                    )
+                except (TimeoutError, OSError) as exc:
+                    self._refuse(
+                        503, "SlowDown", f"The local S3 (moto) did not answer ({type(exc).__name__}); retry."
+                    )
+                    return
+                self.send_response(status, reason)
+                for name, value in response_headers:
+                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                # HEAD answers the object's length without a body: pass it through.
+                length_out = (
+                    dict((k.lower(), v) for k, v in response_headers).get("content-length")
+                    if self.command == "HEAD"
+                    else None
+                )
+                self.send_header("Content-Length", length_out or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _upstream(
+                self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+            ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+                conn = http.client.HTTPConnection(
+                    proxy.upstream_host, proxy.upstream_port, timeout=proxy.upstream_timeout_s
+                )
+                try:
+                    conn.request(method, path, body=body, headers=headers)
                     response = conn.getresponse()
-                    data = response.read()
-                    self.send_response(response.status, response.reason)
-                    for name, value in response.getheaders():
-                        if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                            self.send_header(name, value)
-                    # HEAD answers the object's length without a body: pass it through.
-                    length_out = response.getheader("Content-Length") if self.command == "HEAD" else None
-                    self.send_header("Content-Length", length_out or str(len(data)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(data)
+                    return response.status, response.reason, response.getheaders(), response.read()
                 finally:
                     conn.close()
+
+            def _upload_in_progress(self, path: str, upload_id: str) -> bool:
+                """Whether moto still has the multipart upload (ListParts, one part)."""
+                status, _, _, _ = self._upstream(
+                    "GET", f"{path}?uploadId={quote(upload_id, safe='')}&max-parts=1", None, {}
+                )
+                return status != 404
+
+            def _refuse(self, status: int, code: str, message: str) -> None:
+                self.close_connection = True  # the rest of the request may still be in flight
+                self._reply(status, _s3_error(code, message))
 
             def _reply(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body)))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 

@@ -10,14 +10,20 @@ What it does, in order:
 1. Builds the manifest (size and SHA-256 of every file) and, in the same read, the SHA-256 of every
    part (part size from :func:`~dicomflow.upload.parts.choose_part_size`), so nothing is hashed
    twice; keeps both in the journal next to the scan.
-2. ``POST /scans`` (first time) or, when the journal names a scan, asks the API which parts S3
-   already holds: a restart after a crash, a kill or a reboot re-sends only what did not land.
+2. ``POST /scans`` (first time) or, when the journal names a scan, asks the API in one call
+   (``GET /scans/{id}?files_from=0&urls=1``, a page per 2000 files) the state of every file and
+   the parts S3 already holds: a restart after a crash, a kill or a reboot re-sends only what did
+   not land. The journal is a cache, never the truth: a scan is "already uploaded" only when the
+   server says so; a journal for another API, or a scan the server does not know (404), starts a
+   new scan.
 3. PUTs parts in parallel (``workers`` threads, one kept-alive connection each), each with its
    signed SHA-256; retries 5xx, throttling and network errors with exponential backoff and jitter;
    refreshes expired URLs (403); completes each file, then the scan.
 
-Every failure ends in :class:`~dicomflow.errors.UploadError` whose message says what happened and
-what to do; an interrupt ends in :class:`UploadInterrupted` after the journal is saved.
+Every request has a timeout. Every failure ends in :class:`~dicomflow.errors.UploadError` whose
+message says what happened and what to do, naming a file by its path in the scan folder (the API
+names files by position only; the device, which has the names, shows them on its own terminal); an
+interrupt ends in :class:`UploadInterrupted` after the journal is saved.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import json
 import os
 import queue
 import random
+import re
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +53,13 @@ from dicomflow.upload.parts import MiB, choose_part_size, is_single_put, part_co
 from dicomflow.upload.progress import Progress
 
 DEFAULT_WORKERS = 4
+MAX_WORKERS = 64  # more threads than that only queue at the storage (and a typo should not fork 4000)
+#: Seconds any request may stay silent (connecting, sending, waiting for the answer); API Gateway
+#: itself gives up after 29 s.
+DEFAULT_TIMEOUT_S = 60.0
+#: Attempts for a request before the API has answered once in this run: a URL that nothing answers
+#: is more likely wrong than a network blip, so say so in seconds, not after minutes of backoff.
+FIRST_CONTACT_ATTEMPTS = 3
 #: Workers by default when most of the scan's files are single PUTs (a 4D-CT scan's 1500 slices):
 #: a small file's time is round trips, not bytes, so more of them overlap (s3transfer's concurrency;
 #: 1500 x 0.5 MB on the local stack: 4 workers 48 s, 8 33 s, 10-16 about 31 s).
@@ -237,14 +252,16 @@ class ApiClient:
         credentials: AwsCredentials | None = None,
         region: str | None = None,
         retry: RetryPolicy | None = None,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_api_url(base_url)
         self.token = token
         self.credentials = credentials
         self.region = region or _region_of(self.base_url)
         self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self._conns = _Connections(timeout)
+        self._answered = False  # has the API answered once (any status) in this run?
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         url = self.base_url + path
@@ -262,8 +279,11 @@ class ApiClient:
                 )
             except OSError as exc:
                 last = exc
+                if not self._answered and attempt + 1 >= FIRST_CONTACT_ATTEMPTS:
+                    break
                 time.sleep(self.retry.delay(attempt))
                 continue
+            self._answered = True
             if status in _RETRYABLE_STATUS:
                 last = ApiError(status, "unavailable", f"the upload API answered {status}")
                 time.sleep(self.retry.delay(attempt))
@@ -272,18 +292,72 @@ class ApiClient:
                 answer = json.loads(payload or b"{}")
             except ValueError:
                 answer = {"message": payload[:200].decode(errors="replace")}
+            if not isinstance(answer, dict):
+                answer = {"message": f"HTTP {status} with an answer that is not a JSON object"}
             if status >= 400:
-                raise ApiError(
-                    status,
-                    str(answer.get("error", "http_error")),
-                    str(answer.get("message", f"HTTP {status}")),
-                )
+                message = str(answer.get("message") or answer.get("Message") or f"HTTP {status}")
+                if status == 403:
+                    message = f"{message}; {self._auth_hint()}"
+                raise ApiError(status, str(answer.get("error", "http_error")), message)
             return dict(answer)
+        tries = f"after {attempt + 1} attempt{'s' if attempt else ''}"
+        if isinstance(last, TimeoutError):
+            why = f"did not answer within {self.timeout:g} s, {tries}"
+        elif isinstance(last, ApiError):
+            why = f"answered {last.status} (busy or failing) {tries}"
+        else:
+            why = f"could not be reached {tries} ({type(last).__name__}: {last})"
         raise UploadError(
-            f"the upload API at {self.base_url} could not be reached after {self.retry.attempts} attempts "
-            f"({type(last).__name__}: {last}); check the network and the --api URL, then run the same "
-            "command again to resume"
+            f"the upload API at {self.base_url} {why}; check the network and the --api URL, then run "
+            "the same command again to resume"
         )
+
+    def _auth_hint(self) -> str:
+        """What to set when the API refuses the caller (403)."""
+        host = urlsplit(self.base_url).hostname or ""
+        sigv4 = (
+            "the API in AWS wants requests signed with SigV4: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) of an identity allowed execute-api:Invoke"
+        )
+        if ".execute-api." in host:
+            return sigv4 + (" (those set were refused)" if self.credentials else "")
+        if self.token:
+            return (
+                "the token sent was refused: give the one the API's operator (or dicomflow local-api) "
+                "printed, with --token or DICOMFLOW_API_TOKEN"
+            )
+        return (
+            "a local API (dicomflow local-api) wants its token: --token or DICOMFLOW_API_TOKEN; "
+            + sigv4.replace("the API in AWS", "an API in AWS")
+        )
+
+
+def check_api_url(url: str) -> str:
+    """The API's base URL without a trailing slash, or an :class:`UploadError` saying what a URL
+    looks like.
+
+    Examples
+    --------
+    >>> check_api_url("http://127.0.0.1:8080/")
+    'http://127.0.0.1:8080'
+    >>> check_api_url("notaurl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    dicomflow.errors.UploadError: --api 'notaurl' is not an http(s) URL with a host; ...
+    """
+    try:
+        split = urlsplit(str(url).strip())
+        valid = split.scheme in ("http", "https") and bool(split.hostname) and split.port != 0
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        shown = str(url) if len(str(url)) <= 80 else str(url)[:77] + "..."
+        raise UploadError(
+            f"--api {shown!r} is not an http(s) URL with a host; give the API's base URL, e.g. "
+            "http://127.0.0.1:8080 (dicomflow local-api) or "
+            "https://<id>.execute-api.<region>.amazonaws.com/v1"
+        )
+    return str(url).strip().rstrip("/")
 
 
 def _region_of(url: str) -> str | None:
@@ -316,8 +390,8 @@ def scan_folder(root: Path, names: Sequence[str] | None = None) -> list[LocalFil
             path = root / rel
             if not path.is_file():
                 raise UploadError(
-                    f"file {index} of the manifest (sorted by name) is not in {root}; restore it or "
-                    "upload without the manifest"
+                    f"file {index} of the manifest (sorted by name) is not in {root} ({rel}); restore "
+                    "it or upload without the manifest"
                 )
             st = path.stat()
             out.append(LocalFile(rel, path, st.st_size, st.st_mtime_ns))
@@ -441,10 +515,12 @@ class Uploader:
         credentials: AwsCredentials | None = None,
         retry: RetryPolicy | None = None,
         progress: bool = True,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        if workers is not None and workers < 1:
-            raise UploadError("--workers must be at least 1")
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
+            raise UploadError(f"--workers must be a whole number from 1 to {MAX_WORKERS}, not {workers}")
+        if not timeout > 0:
+            raise UploadError(f"the timeout must be a number of seconds > 0, not {timeout}")
         self.api = ApiClient(
             api_url,
             token=token,
@@ -486,24 +562,55 @@ class Uploader:
         journal = Journal.load(root)
         self._urls: dict[tuple[int, int], tuple[str, dict[str, str], float]] = {}
         self._url_ttl = 900.0
-        if journal.state.get("done"):
+        local = scan_folder(root, names)
+        if not local:
+            raise UploadError(f"{root} holds no files to upload")
+        self._names = [f.name for f in local]
+        try:
+            return self._upload(journal, root, local, started, device_id, scan_type, device_settings)
+        except UploadInterrupted:
+            raise
+        except DicomflowError as exc:
+            # The API and the manifest name files by position; the device has the names.
+            named = name_files(str(exc), self._names)
+            if named == str(exc):
+                raise
+            raise UploadError(named) from None
+
+    def _upload(
+        self,
+        journal: Journal,
+        root: Path,
+        local: Sequence[LocalFile],
+        started: float,
+        device_id: str,
+        scan_type: str,
+        device_settings: Mapping[str, Any] | None,
+    ) -> UploadResult:
+        server = self._confirm(journal, root) if journal.state.get("scan_id") else None
+        if server is not None and server.get("status") not in ("UPLOADING", "FAILED"):
             scan_id = journal.state["scan_id"]
-            now = [(f.name, f.size, f.mtime_ns) for f in scan_folder(root, names)]
-            if now != [(f["name"], f["size"], f["mtime_ns"]) for f in journal.state["files"]]:
+            if [(f.name, f.size, f.mtime_ns) for f in local] != [
+                (f["name"], f["size"], f["mtime_ns"]) for f in journal.state["files"]
+            ]:
                 raise UploadError(
                     f"{root} was uploaded as scan {scan_id}, and its files changed since; to upload them "
                     f"as a new scan, delete {journal.state_path} and run the command again"
                 )
+            journal.state.update(done=True, status=str(server.get("status")))
+            journal.save()
             return UploadResult(
                 scan_id,
-                journal.state.get("status", "UPLOADED"),
+                str(server.get("status")),
                 len(journal.state["files"]),
-                journal.state.get("bytes_total", 0),
+                int(server.get("bytes_total") or journal.state.get("bytes_total", 0)),
                 already_uploaded=True,
             )
-        local = scan_folder(root, names)
-        if not local:
-            raise UploadError(f"{root} holds no files to upload")
+        if server is not None and server.get("status") == "FAILED":
+            raise UploadError(
+                f"scan {journal.state['scan_id']} has FAILED ({server.get('reason', 'no reason given')}); "
+                f"delete {journal.state_path} and run the command again to upload it as a new scan"
+            )
         if not self._workers_given:
             small = sum(is_single_put(f.size, choose_part_size(f.size, self.part_size)) for f in local)
             self.workers = DEFAULT_WORKERS_SMALL_FILES if small * 2 > len(local) else DEFAULT_WORKERS
@@ -516,14 +623,15 @@ class Uploader:
             sum(f.local.size for f in files),
             resumed=resumed,
         )
-        if resumed:
-            self._load_server_parts(journal, files)
+        if resumed and server is not None:
+            self._apply_server_state(journal, files, server)
         already = sum(_bytes_done(f) for f in files)
         progress = Progress(result.bytes_total, already=already, enabled=self.show_progress)
         if resumed:
             progress.message(
                 f"resuming scan {result.scan_id}: {already} of {result.bytes_total} bytes already uploaded"
             )
+        progress.start()
         try:
             self._run(journal, files, result, progress)
         except KeyboardInterrupt:
@@ -539,6 +647,55 @@ class Uploader:
         journal.save()
         result.seconds = time.monotonic() - started
         return result
+
+    def _say(self, text: str) -> None:
+        if self.show_progress:
+            print(text, file=sys.stderr, flush=True)
+
+    def _confirm(self, journal: Journal, root: Path) -> dict[str, Any] | None:
+        """What the server holds of the journal's scan: its status and every file's state (see
+        :meth:`_server_scan`); None when the journal must be forgotten (another API, or a scan the
+        server does not know), and then it has been."""
+        scan_id = journal.state["scan_id"]
+        if journal.state.get("api") != self.api.base_url:
+            self._say(
+                f"{root} was being uploaded to another API (scan {scan_id}); uploading it as a new scan "
+                f"to {self.api.base_url}"
+            )
+            journal.forget_scan()
+            journal.state["api"] = self.api.base_url
+            journal.save()
+            return None
+        self._say(f"scan {scan_id}: asking the upload API what it holds")
+        try:
+            return self._server_scan(scan_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        self._say(
+            f"the upload API does not know scan {scan_id} (a new server, or the scan was removed); "
+            "uploading the folder as a new scan"
+        )
+        journal.forget_scan()
+        journal.save()
+        return None
+
+    def _server_scan(self, scan_id: str) -> dict[str, Any]:
+        """``GET /scans/{id}`` with every file's state (and the URLs of single PUTs still to send),
+        page by page; an API from before the file list answers the status alone."""
+        answer = self.api.call("GET", f"/scans/{scan_id}?files_from=0&urls=1")
+        if "files" not in answer:
+            return answer
+        files = list(answer["files"])
+        following = answer.get("next_file")
+        while following is not None:
+            page = self.api.call("GET", f"/scans/{scan_id}?files_from={int(following)}&urls=1")
+            files.extend(page.get("files", []))
+            following = page.get("next_file")
+            if not page.get("files"):
+                break
+        answer["files"] = files
+        return answer
 
     # -- preparing -----------------------------------------------------------------------------------
 
@@ -561,11 +718,6 @@ class Uploader:
             raise UploadError(
                 f"the files in {root} changed since scan {journal.state['scan_id']} began uploading; to "
                 f"upload them as a new scan, delete {journal.state_path} and run the command again"
-            )
-        if journal.state.get("scan_id") and journal.state.get("api") != self.api.base_url:
-            raise UploadError(
-                f"{root} is being uploaded to {journal.state.get('api')} (scan {journal.state['scan_id']}); "
-                f"resume with --api {journal.state.get('api')}, or delete {journal.state_path} to start over"
             )
         if not same:
             for f in local:
@@ -594,6 +746,17 @@ class Uploader:
             journal.save()
         if journal.state.get("scan_id"):
             return True
+        if same:  # a new scan of files hashed before: this run's metadata, the hashes kept
+            journal.state["manifest"] = ScanManifest(
+                device_id=device_id,
+                scan_type=ScanType.parse(scan_type),
+                files=tuple(
+                    ManifestFile(f["name"], f["size"], f["sha256"])
+                    for f in journal.state["manifest"]["files"]
+                ),
+                device_settings=DeviceSettings.from_dict(device_settings),
+            ).to_dict()
+            journal.state["api"] = self.api.base_url
         plan = self.api.call(
             "POST",
             "/scans",
@@ -654,19 +817,56 @@ class Uploader:
         self._journal = journal
         return files
 
-    def _load_server_parts(self, journal: Journal, files: list[_FileState]) -> None:
-        """The server is the authority on resume: a part counts when S3 holds it with the right size."""
-        scan = self.api.call("GET", f"/scans/{journal.state['scan_id']}")
-        status = scan.get("status")
-        if status != "UPLOADING":
-            if status == "FAILED":
-                raise UploadError(
-                    f"scan {journal.state['scan_id']} has FAILED ({scan.get('reason', 'no reason given')}); "
-                    f"delete {journal.state_path} and run the command again to upload it as a new scan"
-                )
+    def _apply_server_state(
+        self, journal: Journal, files: list[_FileState], server: Mapping[str, Any]
+    ) -> None:
+        """The server is the authority on resume: a file is complete when the server says so, a part
+        counts when S3 holds it with the right size (the journal's "complete" is only a cache)."""
+        if server.get("status") != "UPLOADING":
             for f in files:
                 f.pending = set()
             return
+        entries = server.get("files")
+        if entries is None:
+            self._load_server_parts_one_by_one(journal, files)
+            return
+        scan_id = journal.state["scan_id"]
+        if len(entries) != len(files):
+            raise UploadError(
+                f"scan {scan_id} has {len(entries)} file(s) at the upload API and {len(files)} in the "
+                f"journal; delete {journal.state_path} and run the command again to upload a new scan"
+            )
+        now = time.monotonic()
+        self._url_ttl = float(server.get("url_expiry_s", self._url_ttl))
+        complete = set()
+        for f, entry in zip(files, entries, strict=True):
+            if (int(entry["index"]), int(entry["part_count"])) != (f.index, f.count):
+                raise UploadError(
+                    f"files[{f.index}] is planned otherwise at the upload API than in the journal; delete "
+                    f"{journal.state_path} and run the command again to upload a new scan"
+                )
+            if entry.get("state") == "complete":
+                f.pending = set()
+                complete.add(f.index)
+                continue
+            if f.method == "single":
+                # S3 cannot list a single PUT before completion: the journal says whether it was
+                # sent; completing the file tells if the object is missing, and then it is sent again.
+                f.pending = set() if (f.index, 1) in journal.parts else {1}
+                with self._lock:
+                    for u in entry.get("urls", []):
+                        self._urls[(f.index, int(u["part_number"]))] = (u["url"], u["headers"], now)
+                continue
+            have = {int(p["part_number"]): int(p["size"]) for p in entry.get("parts", [])}
+            f.pending = set()
+            for n in range(1, f.count + 1):
+                start, end = part_range(f.local.size, f.part_size, n)
+                if have.get(n) != end - start:
+                    f.pending.add(n)
+        journal.state["complete"] = sorted(complete)
+
+    def _load_server_parts_one_by_one(self, journal: Journal, files: list[_FileState]) -> None:
+        """An API from before ``?files_from``: one request per file not known complete."""
         complete = set(journal.state.get("complete", []))
         for f in files:
             if f.index in complete:
@@ -681,8 +881,6 @@ class Uploader:
             for n in range(1, f.count + 1):
                 start, end = part_range(f.local.size, f.part_size, n)
                 if f.method == "single":
-                    # S3 cannot list a single PUT before completion: trust the journal; completing
-                    # the file tells if the object is missing, and then it is sent again.
                     if (f.index, 1) not in journal.parts:
                         f.pending.add(1)
                 elif have.get(n) != end - start:
@@ -829,6 +1027,10 @@ class Uploader:
             if status == 200:
                 break
             code = _s3_code(body)
+            if status == 412 and f.method == "single":
+                # The URL creates only (If-None-Match: *) and an object is there: an earlier attempt
+                # landed (its answer was lost). Completing the file checks its bytes.
+                break
             if status == 403 and refreshes < 5:
                 refreshes += 1  # expired (or revoked) URL: a fresh one, at once
                 with self._lock:
@@ -838,7 +1040,10 @@ class Uploader:
                 raise _file_changed(f)
             if status == 404 and code == "NoSuchUpload":
                 raise _Restart(f)
-            if (status == 0 or status in _RETRYABLE_STATUS) and attempt + 1 < self.retry.attempts:
+            retryable = status in _RETRYABLE_STATUS or (
+                status == 409 and code == "ConditionalRequestConflict"
+            )
+            if (status == 0 or retryable) and attempt + 1 < self.retry.attempts:
                 with self._lock:
                     result.retries += 1
                 time.sleep(self.retry.delay(attempt))
@@ -985,6 +1190,31 @@ def _file_changed(f: _FileState) -> UploadError:
     )
 
 
+_FILE_REF = re.compile(r"files\[(\d+)\](?:\.(name|size|sha256))?")
+_FIELD_WORDS = {"name": "the name of ", "size": "the size of ", "sha256": "the SHA-256 of "}
+
+
+def name_files(message: str, names: Sequence[str]) -> str:
+    """``message`` with every ``files[N]`` (how the API and the manifest point at a file) replaced by
+    the file's path in the scan folder, for the device's own terminal.
+
+    Examples
+    --------
+    >>> name_files("files[1].size must be a whole number of bytes >= 1", ["a.dcm", "b/c.dcm"])
+    'the size of b/c.dcm must be a whole number of bytes >= 1'
+    >>> name_files("files[0] lacks 2 of 3 parts; files[9] too", ["a.dcm"])
+    'a.dcm lacks 2 of 3 parts; files[9] too'
+    """
+
+    def named(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        if index >= len(names):
+            return match.group(0)
+        return _FIELD_WORDS.get(match.group(2) or "", "") + names[index]
+
+    return _FILE_REF.sub(named, message)
+
+
 def _known_prefix(hashes: Sequence[str]) -> list[str]:
     out = []
     for h in hashes:
@@ -1034,7 +1264,9 @@ __all__ = [
     "UploadInterrupted",
     "UploadResult",
     "Uploader",
+    "check_api_url",
     "hash_file",
+    "name_files",
     "scan_folder",
     "sigv4_headers",
     "upload_scan",

@@ -7,8 +7,10 @@ Two files in the scan folder (hidden, so they never become part of the scan):
 - ``.dicomflow-upload.parts``: one JSON line per part the storage acknowledged, appended and flushed
   as it happens, so a kill loses at most the parts in flight. A torn last line is ignored.
 
-The server's list of parts stays the authority on resume; the journal says which scan to resume and
-spares re-hashing. Standard library only.
+The journal is a cache of the server's state, never the truth: on resume the server says which
+files are complete and which parts S3 holds; the journal says which scan to resume and spares
+re-hashing. When the server does not know the scan, :meth:`Journal.forget_scan` keeps the hashes and
+drops the scan. Standard library only.
 """
 
 from __future__ import annotations
@@ -120,6 +122,17 @@ class Journal:
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
+
+    def forget_scan(self) -> None:
+        """Drop the scan (its id, the files complete, the parts acknowledged) and keep the files'
+        hashes: the next upload is a new scan of the same files, without reading them again."""
+        with self._lock:
+            for key in ("scan_id", "complete", "done", "status", "bytes_total"):
+                self.state.pop(key, None)
+            self.parts = {}
+            self.part_sha256 = {}
+            with contextlib.suppress(FileNotFoundError):
+                self.parts_path.unlink()
 
     def reset(self) -> None:
         """Forget everything (a new scan starts from this folder)."""

@@ -6,6 +6,10 @@ Multipart uploads are created with ``ChecksumAlgorithm=SHA256`` and SSE-KMS, so 
 a composite SHA-256 of the parts it stored; moto computes it but does not check the per-part headers,
 so :mod:`dicomflow.upload.service` compares that composite with the device's (see its docstring).
 
+Single-PUT URLs also sign ``If-None-Match: *`` (S3's conditional write): once an object is at the
+key, a replay of the URL is refused (412 ``PreconditionFailed``), so a completed file cannot be
+overwritten; :meth:`S3Uploads.tombstone` closes the keys of an aborted scan the same way.
+
 Errors come back as dicomflow's: :class:`TransientStorageError` (worth retrying),
 :class:`ObjectNotFoundError` (no such upload or key) or :class:`StorageError`.
 """
@@ -21,6 +25,9 @@ from dicomflow.errors import ObjectNotFoundError, StorageError, TransientStorage
 from dicomflow.privacy import fingerprint
 
 _NOT_FOUND = {"NoSuchUpload", "NoSuchKey", "404", "NotFound"}
+#: The tag on the empty object left at each single-PUT key of an aborted scan (a lifecycle rule may
+#: expire such objects once every URL signed for them has expired: at most 7 days, SigV4's limit).
+TOMBSTONE_TAG = ("dicomflow-tombstone", "aborted")
 _TRANSIENT = {"SlowDown", "Throttling", "RequestTimeout", "InternalError", "ServiceUnavailable", "500", "503"}
 
 
@@ -107,9 +114,21 @@ class S3Uploads:
         return PresignedRequest(url, _signed_headers(url, {"x-amz-checksum-sha256": checksum}))
 
     def presign_put(self, key: str, sha256_hex: str, expires_s: int) -> PresignedRequest:
+        """A PutObject URL that only creates: it signs ``If-None-Match: *``, so S3 refuses it once an
+        object is at the key (a completed file, or an aborted scan's tombstone)."""
         checksum = sha256_hex_to_b64(sha256_hex)
-        headers = {"x-amz-checksum-sha256": checksum, "x-amz-server-side-encryption": "aws:kms"}
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumSHA256": checksum, **self._sse}
+        headers = {
+            "x-amz-checksum-sha256": checksum,
+            "x-amz-server-side-encryption": "aws:kms",
+            "if-none-match": "*",
+        }
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "ChecksumSHA256": checksum,
+            "IfNoneMatch": "*",
+            **self._sse,
+        }
         if self.kms_key_id:
             headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.kms_key_id
         url = self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
@@ -163,6 +182,20 @@ class S3Uploads:
             _raise(exc, "head", key)
         value = response.get("ChecksumSHA256")
         return str(value) if value else None
+
+    def tombstone(self, key: str) -> None:
+        """Put an empty, tagged object at ``key`` (over whatever is there): a single-PUT URL signed
+        for it, which creates only, is then refused."""
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=b"",
+                Tagging=f"{TOMBSTONE_TAG[0]}={TOMBSTONE_TAG[1]}",
+                **self._sse,
+            )
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "put tombstone", key)
 
     def abort(self, key: str, upload_id: str) -> None:
         try:

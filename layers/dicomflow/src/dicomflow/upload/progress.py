@@ -66,6 +66,19 @@ class Progress:
             self.done += n
             self._draw(final=False)
 
+    def start(self) -> None:
+        """Show where the upload stands now (a resume shows its bytes at once, not at the first part)."""
+        with self._lock:
+            if not self.enabled:
+                return
+            if self.tty:
+                self._draw(final=True)
+            else:
+                self._last_line_pct = int(100 * self.done / self.total) // 10 * 10
+                self._last_draw = time.monotonic()
+                self.stream.write(f"upload: {self.line()}\n")
+                self.stream.flush()
+
     def finish(self) -> None:
         with self._lock:
             self._draw(final=True)

@@ -5,7 +5,19 @@ The handler parses HTTP and calls one method here; this module orchestrates the 
 (:mod:`~dicomflow.upload.scans_table`), S3 multipart (:mod:`~dicomflow.upload.presign`), the object
 store and the processing hand-off (:mod:`~dicomflow.upload.processing`). Files are addressed by their
 position in the manifest, never by name in a URL: a device's file names can carry patient data and
-URLs end up in access logs.
+URLs end up in access logs. For the same reason object keys carry no name either
+(:meth:`UploadService.object_key`: the scan id, the position and a prefix of the file's SHA-256); the
+manifest written at completion (KMS-encrypted, next to the data) maps each name to its ``key``.
+
+Once a file is complete its object is immutable, and an aborted scan accepts nothing:
+
+- Part URLs are presigned only while the scan uploads and the file is not complete. A part URL
+  handed out earlier dies with its multipart upload: S3 answers ``NoSuchUpload`` to an UploadPart
+  on an upload that was completed or aborted (the local S3 proxy does the same; moto alone answers
+  500).
+- A single-PUT URL signs ``If-None-Match: *``: S3 refuses it (412) once an object is at the key, so
+  a replay cannot overwrite a completed file. Aborting a scan leaves an empty, tagged tombstone at
+  each single-PUT key (``TOMBSTONE_TAG``) so that URLs still within their expiry cannot land either.
 
 Integrity, end to end (moto checks no checksum, so the pipeline must):
 
@@ -54,6 +66,9 @@ from dicomflow.upload.scans_table import ScansTable
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ABORT_REASON = "aborted by the device"
+#: Hex digits of a file's SHA-256 in its object key: enough to tell instances apart at a glance,
+#: while the position keeps keys unique within a scan.
+KEY_HASH_CHARS = 16
 #: A claim on starting processing older than this, with no start recorded, is retried (a crash).
 PROCESSING_RETRY_AFTER_S = 60
 
@@ -97,6 +112,7 @@ class UploadConfig:
     max_plan_bytes: int = 5 * 1024 * 1024  # the answer's size, under Lambda's 6 MB response limit
     max_urls_per_request: int = 100
     max_files_per_complete: int = 100  # files in one POST /scans/{id}/files/complete
+    max_files_per_status: int = 2_000  # files in one GET /scans/{id}?files_from=N answer
     max_body_bytes: int = 6 * 1024 * 1024  # Lambda's synchronous payload limit
     verify: str = "parts"  # or "sha256": see the module docstring
     verify_workers: int = 8
@@ -180,7 +196,7 @@ class UploadService:
         for index, item in enumerate(manifest.files):
             size = self._part_size_for(item.size, proposed)
             single = is_single_put(item.size, size)
-            key = self.object_key(scan_id, item.name)
+            key = self.object_key(scan_id, index, item.sha256)
             files.append(
                 {
                     "item": f"file#{index:05d}",
@@ -519,7 +535,9 @@ class UploadService:
             self._complete_remaining(scan_id, files)
             manifest = self._manifest_of(scan, files)
             manifest_key = self.manifest_key(scan_id)
-            self.store.put(manifest_key, manifest.to_json().encode("utf-8"), content_type="application/json")
+            self.store.put(
+                manifest_key, stored_manifest_json(manifest, files), content_type="application/json"
+            )
             now = _iso(self.clock())
             won = self.table.transition(
                 scan_id,
@@ -606,20 +624,23 @@ class UploadService:
 
     # -- GET /scans/{id} ---------------------------------------------------------------------------
 
-    def progress(self, scan_id: str) -> dict[str, Any]:
-        """Status and upload progress (bytes in completed files, plus parts S3 holds for the rest)."""
+    def progress(self, scan_id: str, *, files_from: int | None = None, urls: bool = False) -> dict[str, Any]:
+        """Status and upload progress (bytes in completed files, plus parts S3 holds for the rest).
+
+        With ``files_from``, the answer also lists the files from that position on (``files``, as
+        many as fit the answer; ``next_file`` is where the next page starts, or None): each with its
+        state and, while it uploads, the parts S3 holds (multipart files; ListParts runs only for
+        those, in parallel). With ``urls`` too, a single-PUT file still uploading comes with its
+        presigned URL. One call (a page per 2000 files) is what a resuming device needs, instead of
+        a request per file.
+        """
         scan = self._scan(scan_id)
         files = self.table.files(scan_id)
+        uploading = scan["status"] == str(ScanStatus.UPLOADING)
+        listed = self._listed_parts(files) if uploading else {}
         complete = [f for f in files if f["state"] == "complete"]
-        uploaded = sum(f["size"] for f in complete)
-        if scan["status"] == str(ScanStatus.UPLOADING):
-            for record in files:
-                if record["state"] != "complete" and record["method"] == "multipart":
-                    with contextlib.suppress(ObjectNotFoundError):
-                        uploaded += sum(
-                            p.size for p in self.uploads.list_parts(record["key"], record["upload_id"])
-                        )
-        out = {
+        uploaded = sum(f["size"] for f in complete) + sum(p.size for parts in listed.values() for p in parts)
+        out: dict[str, Any] = {
             "scan_id": scan_id,
             "status": scan["status"],
             "files_total": len(files),
@@ -632,7 +653,45 @@ class UploadService:
         for optional in ("reason", "manifest_key", "uploaded_at", "processing_started_at"):
             if optional in scan:
                 out[optional] = scan[optional]
+        if files_from is None:
+            return out
+        if not 0 <= files_from <= len(files):
+            raise InvalidInputError(f"files_from must be 0..{len(files)}")
+        out["url_expiry_s"] = self.config.url_expiry_s
+        room = self.config.max_plan_bytes - len(json.dumps(out)) - 64
+        page: list[dict[str, Any]] = []
+        for record in files[files_from : files_from + self.config.max_files_per_status]:
+            entry = _file_view(record)
+            if record["index"] in listed:
+                entry["parts"] = [
+                    {"part_number": p.part_number, "size": p.size} for p in listed[record["index"]]
+                ]
+            if urls and uploading and record["method"] == "single" and record["state"] != "complete":
+                entry["urls"] = [self._presign(record, 1, record["sha256"])]
+            room -= len(json.dumps(entry)) + 2
+            if room < 0 and page:
+                break  # Lambda's response limit: the rest comes in the next page
+            page.append(entry)
+        out["files"] = page
+        end = files_from + len(page)
+        out["next_file"] = end if end < len(files) else None
         return out
+
+    def _listed_parts(self, files: Sequence[Mapping[str, Any]]) -> dict[int, list[UploadedPart]]:
+        """The parts S3 holds for every multipart file still uploading (ListParts in parallel)."""
+        open_files = [f for f in files if f["state"] != "complete" and f["method"] == "multipart"]
+
+        def one(record: Mapping[str, Any]) -> list[UploadedPart]:
+            try:
+                return self.uploads.list_parts(record["key"], record["upload_id"])
+            except ObjectNotFoundError:
+                return []
+
+        if not open_files:
+            return {}
+        workers = max(1, min(self.config.verify_workers, len(open_files)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return {f["index"]: parts for f, parts in zip(open_files, pool.map(one, open_files), strict=True)}
 
     # -- DELETE /scans/{id} ------------------------------------------------------------------------
 
@@ -651,14 +710,21 @@ class UploadService:
                 f"scan {scan_id} is {status}, past uploading; it can no longer be aborted"
             )
         aborted = 0
-        for record in self.table.files(scan_id):
+        files = self.table.files(scan_id)
+        for record in files:
             if record["method"] == "multipart" and record["state"] != "complete":
                 self.uploads.abort(record["key"], record["upload_id"])
                 aborted += 1
+        # A single-PUT URL cannot be revoked; it signs If-None-Match: *, so an object at its key
+        # refuses it. The tombstone goes first (over whatever landed), then the rest is deleted.
+        tombstones = {r["key"] for r in files if r["method"] == "single"}
+        for key in sorted(tombstones):
+            self.uploads.tombstone(key)
         deleted = 0
         for key in list(self.store.list_keys(self._scan_prefix(scan_id))):
-            self.store.delete(key)
-            deleted += 1
+            if key not in tombstones:
+                self.store.delete(key)
+                deleted += 1
         return {
             "scan_id": scan_id,
             "status": str(ScanStatus.FAILED),
@@ -669,8 +735,13 @@ class UploadService:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def object_key(self, scan_id: str, name: str) -> str:
-        return f"{self._scan_prefix(scan_id)}files/{name}"
+    def object_key(self, scan_id: str, index: int, sha256_hex: str) -> str:
+        """Where a file lands: by scan id, position and a prefix of the file's SHA-256, never by its
+        name (a device's names can carry patient names or MRNs, and keys reach access logs,
+        inventories and events). The stored manifest maps names to keys. E.g. the file at position
+        7 of scan ``s1`` whose SHA-256 starts ``abab...``: ``scans/s1/files/00007-abababababababab.dcm``.
+        """
+        return f"{self._scan_prefix(scan_id)}files/{index:05d}-{sha256_hex[:KEY_HASH_CHARS]}.dcm"
 
     def manifest_key(self, scan_id: str) -> str:
         return f"{self._scan_prefix(scan_id)}manifest.json"
@@ -752,6 +823,25 @@ class UploadService:
             raise UploadConflictError(
                 f"scan {scan['scan_id']} is {scan['status']}{reason}, no longer uploading"
             )
+
+
+def stored_manifest_json(manifest: ScanManifest, files: Sequence[Mapping[str, Any]]) -> bytes:
+    """The manifest written next to the data at completion: the device's manifest with the server's
+    scan id, and each file's object ``key`` (what the workflow reads; see :mod:`dicomflow.manifest`).
+
+    Examples
+    --------
+    >>> from dicomflow.manifest import ManifestFile, ScanType
+    >>> m = ScanManifest("ct-01", ScanType.FOUR_D_CT, (ManifestFile("a.dcm", 1, "0" * 64),), "s1")
+    >>> stored = json.loads(stored_manifest_json(m, [{"index": 0, "key": "scans/s1/files/00000-00.dcm"}]))
+    >>> stored["scan_id"], stored["files"][0]["name"], stored["files"][0]["key"]
+    ('s1', 'a.dcm', 'scans/s1/files/00000-00.dcm')
+    """
+    data = manifest.to_dict()
+    keys = {int(f["index"]): str(f["key"]) for f in files}
+    for index, entry in enumerate(data["files"]):
+        entry["key"] = keys[index]
+    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
 
 
 def _file_view(record: Mapping[str, Any]) -> dict[str, Any]:
