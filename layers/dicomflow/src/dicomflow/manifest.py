@@ -5,6 +5,12 @@ SHA-256. It travels as JSON (the device's ``POST /scans`` body, ``manifest.json`
 and is validated with messages that say what is wrong and what to do. Messages point at a file by
 its index, never by echoing its name: a file name written by a device can carry patient data.
 
+The manifest the upload API stores next to the data at completion (``scans/{id}/manifest.json``,
+KMS-encrypted) gives each file one more field, ``key``: the object key the file was uploaded to
+(``scans/{id}/files/{index:05d}-{sha256[:16]}.dcm``: keys carry no names). It is the only map from
+a name to its object; readers take the key from there and never build it from the name.
+:meth:`ScanManifest.from_dict` ignores it.
+
 Standard library only: the device uploader builds manifests on machines without numpy or pydicom.
 """
 
