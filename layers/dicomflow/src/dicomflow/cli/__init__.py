@@ -16,7 +16,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 from dicomflow import __version__
@@ -103,6 +102,8 @@ def _os_error(exc: OSError) -> str:
 
 
 def _where(exc: BaseException) -> str:
+    import traceback  # 3-4 ms: only when there is a bug to report
+
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "an unknown place"
