@@ -400,9 +400,24 @@ def test_a_large_multiframe_file_reads_little_of_the_source(tmp_path: Path) -> N
 
 
 def test_no_step_result_event_log_or_record_carries_a_name(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given scans whose manifests name a file after the patient (one good, one with a bad file)
+    # Given every step's log lines caught (the handlers' loggers keep the stream they were made
+    # with, so they are pointed at a buffer here, whichever test imported them first)
+    logs = io.StringIO()
+    for step in (
+        "prepare_scan",
+        "validate_batch",
+        "validate_scan",
+        "deidentify_batch",
+        "deidentify_scan",
+        "publish",
+        "quarantine",
+    ):
+        module = importlib.import_module(f"functions.{step}.handler")
+        handler = module.logger.registered_handler
+        monkeypatch.setattr(handler, "stream", logs)
+    # And scans whose manifests name a file after the patient (one good, one with a bad file)
     upload(stack, "scan-a")
     upload(stack, "scan-b", replace={4: b"plain text, not DICOM" * 10})
     # When every step runs for both, and quarantine after a failure that quotes the name
@@ -422,7 +437,7 @@ def test_no_step_result_event_log_or_record_carries_a_name(
             "error": {"Error": "ValueError", "Cause": cause},
         },
     )
-    logs = capsys.readouterr()
+    logged = logs.getvalue()
     # Then the name (and the patient's other planted values) appears nowhere
     results = json.dumps([r.results for r in runs] + [r.batches for r in runs] + [failed])
     events = json.dumps(stack.events())
@@ -433,11 +448,11 @@ def test_no_step_result_event_log_or_record_carries_a_name(
         (results, "results"),
         (events, "events"),
         (records, "records"),
-        (logs.out + logs.err, "logs"),
+        (logged, "logs"),
     ):
         found = [value for value in planted if value in text]
         assert not found, f"{what} carry {found}"
     # And the logs did say something, with the scan id as correlation id on every line
-    lines = [json.loads(line) for line in logs.out.splitlines() if line.startswith("{") and '"level"' in line]
+    lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{") and '"level"' in line]
     assert failed["status"] == "FAILED"
     assert lines and all(line.get("correlation_id") in ("scan-a", "scan-b", "scan-c") for line in lines)
