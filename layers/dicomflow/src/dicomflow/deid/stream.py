@@ -150,9 +150,8 @@ def deidentify_file(
         target = _target(report, dst_path, held_dst)
         if target is None:
             return report
-        _make_parent(target)
         partial = target.with_name(target.name + ".partial")
-        out_fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        out_fd = _create(partial)
         try:
             _write_all(out_fd, prepared.new_header)
             source = (
@@ -279,6 +278,18 @@ def _make_parent(target: Path) -> None:
         if len(_MADE) > 4096:
             _MADE.clear()
         _MADE.add(parent)
+
+
+def _create(partial: Path) -> int:
+    """Open the output's temporary file, its folder made first; a folder made earlier in this
+    process and removed since (a long-lived worker whose output tree was cleaned) is made again."""
+    _make_parent(partial)
+    try:
+        return os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        _MADE.discard(partial.parent)
+        _make_parent(partial)
+        return os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
 
 def _write_all(fd: int, data: bytes) -> None:

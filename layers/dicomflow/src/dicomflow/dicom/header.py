@@ -11,8 +11,12 @@ Malformed input raises a :class:`DicomFormatError` subclass whose message names 
 (never a value from the file): the validator turns it into a rejection reason.
 
 Deflated Explicit VR Little Endian is the exception to "ranged": its data set is one deflate
-stream, so the whole file is read and inflated in memory (bounded by ``max_deflated_size``) and the
-byte offsets (``header_end``, ``pixel_data_value_offset``) do not apply to it.
+stream, so the whole file is read and inflated in memory (bounded by ``max_deflated_size`` before
+and ``max_inflated_size`` after inflation: a few MB of deflate can inflate to GBs) and the byte
+offsets (``header_end``, ``pixel_data_value_offset``) do not apply to it.
+
+Sequences nested deeper than :data:`~dicomflow.dicom.elements.MAX_SEQUENCE_DEPTH` are refused:
+every reader and walker of a data set recurses once per level.
 """
 
 from __future__ import annotations
@@ -22,17 +26,29 @@ import os
 import stat
 import struct
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
+from pydicom.values import converters
 
-from dicomflow.dicom.elements import PIXEL_TAGS, Unsupported, pixel_element_header
+from dicomflow.dicom.dictionary import dictionary_vr
+from dicomflow.dicom.elements import (
+    MAX_HEADER_ELEMENTS,
+    MAX_SEQUENCE_DEPTH,
+    PIXEL_TAGS,
+    Unsupported,
+    pixel_element_header,
+)
 from dicomflow.dicom.errors import (
     DicomFormatError,
     MalformedHeaderError,
@@ -62,6 +78,9 @@ __all__ = [
 INITIAL_READ = 64 * 1024
 #: Deflated files are inflated in memory: refuse anything larger than this (compressed size).
 MAX_DEFLATED_SIZE = 256 * 1024 * 1024
+#: ... and anything that inflates to more than this (a deflate bomb: 128 KiB inflate to 128 MiB).
+#: The de-identifier holds a few copies of the inflated data set, so this bounds its memory.
+MAX_INFLATED_SIZE = 128 * 1024 * 1024
 
 _UNDEFINED = 0xFFFFFFFF
 
@@ -133,6 +152,7 @@ class _RangeFile(io.RawIOBase):
         self._pos = 0
         self._next_block = initial
         self.cut_in_element_header = False
+        self.headers = 0
 
     def readable(self) -> bool:
         return True
@@ -168,6 +188,23 @@ class _RangeFile(io.RawIOBase):
             self._buf += chunk
             self._next_block *= 2
 
+    def read(self, size: int | None = -1) -> bytes:
+        # io.RawIOBase.read allocates ``size`` bytes before reading: an absurd declared length
+        # (0xFFFFFFFE) would cost 4 GiB. Nothing past the end is ever returned, so none is allocated.
+        if size == 8:  # an element's or item's header (or an 8-byte value): MAX_HEADER_ELEMENTS
+            self.headers += 1
+            if self.headers > MAX_HEADER_ELEMENTS:
+                raise MalformedHeaderError(_TOO_MANY)
+        left = max(0, self._size - self._pos)
+        want = left if size is None or size < 0 else min(size, left)
+        if size is not None and 0 < left < size <= 12:
+            # pydicom takes a short element header read for a clean end of the file
+            self.cut_in_element_header = True
+        self._ensure(self._pos + want)
+        data = bytes(self._buf[self._pos : self._pos + want])
+        self._pos += len(data)
+        return data
+
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         want = len(b)
         if want <= 12 and self._pos < self._size < self._pos + want:
@@ -185,6 +222,22 @@ class _RangeFile(io.RawIOBase):
         return len(self._buf)
 
 
+_TOO_MANY = f"the header holds more than {MAX_HEADER_ELEMENTS} elements and items"
+
+
+class _CountedBytes(io.BytesIO):
+    """An inflated data set, its element and item headers counted as :class:`_RangeFile` does."""
+
+    headers = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size == 8:
+            self.headers += 1
+            if self.headers > MAX_HEADER_ELEMENTS:
+                raise MalformedHeaderError(_TOO_MANY)
+        return super().read(size)
+
+
 def _pixel_element_header(raw: bytes, implicit: bool, little: bool) -> tuple[int, int, int | None]:
     """(tag, value offset from the tag, length or None) of the element header in ``raw``."""
     try:
@@ -199,6 +252,7 @@ def read_header(
     *,
     initial_read: int = INITIAL_READ,
     max_deflated_size: int = MAX_DEFLATED_SIZE,
+    max_inflated_size: int = MAX_INFLATED_SIZE,
 ) -> DicomHeader:
     """Parse the header of a DICOM file from ranged reads.
 
@@ -212,6 +266,8 @@ def read_header(
         Size of the first read; later reads double.
     max_deflated_size : int, optional
         Largest deflated file that is inflated in memory.
+    max_inflated_size : int, optional
+        Largest data set a deflated file may inflate to.
 
     Returns
     -------
@@ -243,21 +299,97 @@ def read_header(
         with warnings.catch_warnings():
             # pydicom warns about oddities it tolerates; the validator reports those itself.
             warnings.simplefilter("ignore")
-            parsed = _parse(fp, file_size, max_deflated_size)
+            inflated = _inflate_bounded(fp, file_size, max_deflated_size, max_inflated_size)
+            parsed = _parse(fp, file_size, inflated)
     except DicomflowError:
         raise  # ours: a format error already, or the store's (retryable or not)
+    except RecursionError as exc:
+        raise MalformedHeaderError("sequences are nested too deeply to be read") from exc
     except InvalidDicomError as exc:
         raise NotDicomError("not a DICOM file: no 'DICM' prefix and no parseable data set") from exc
     except (EOFError, struct.error) as exc:
         raise TruncatedHeaderError("the file ends inside the header") from exc
     except Exception as exc:
+        if _caused_by_recursion(exc):  # pydicom re-raises a RecursionError as OSError
+            raise MalformedHeaderError("sequences are nested too deeply to be read") from exc
         # ValueError, KeyError, NotImplementedError (unknown VR), OSError ("No tag to read"),
         # zlib.error...: their messages can quote element values, so only the type is passed on.
         raise MalformedHeaderError(f"the header cannot be parsed ({type(exc).__name__} in pydicom)") from exc
     return parsed
 
 
-def _parse(fp: _RangeFile, file_size: int, max_deflated_size: int) -> DicomHeader:
+def _caused_by_recursion(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if isinstance(seen, RecursionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _inflate_bounded(
+    fp: _RangeFile, file_size: int, max_deflated_size: int, max_inflated_size: int
+) -> tuple[int, bytes] | None:
+    """The inflated data set of a file whose file meta declares the deflated transfer syntax
+    (``None`` for any other file), inflated at most to ``max_inflated_size`` + 1 bytes, before
+    pydicom inflates it whole and unbounded."""
+    start = _deflated_data_set_offset(fp, file_size)
+    fp.seek(0)
+    if start is None:
+        return None
+    if file_size > max_deflated_size:
+        raise UnsupportedTransferSyntaxError(
+            f"deflated file of {file_size} bytes exceeds the {max_deflated_size}-byte in-memory limit"
+        )
+    fp.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(fp.read(file_size - start) or b"", max_inflated_size + 1)
+    except zlib.error as exc:
+        raise MalformedHeaderError("the deflated data set is not a valid deflate stream") from exc
+    if len(inflated) > max_inflated_size:
+        raise UnsupportedTransferSyntaxError(
+            f"the deflated data set inflates to more than the {max_inflated_size}-byte in-memory limit"
+        )
+    fp.seek(0)
+    return start, inflated
+
+
+def _deflated_data_set_offset(fp: _RangeFile, file_size: int) -> int | None:
+    """Where the data set starts if the file meta (Explicit VR Little Endian, after the preamble or,
+    as pydicom reads it, at offset 0) declares Deflated Explicit VR Little Endian; else ``None``."""
+    fp.seek(128)
+    pos = 132 if fp.read(4) == b"DICM" else 0
+    syntax = None
+    while pos + 8 <= file_size:
+        fp.seek(pos)
+        head = fp.read(12) or b""
+        if len(head) < 8:
+            break
+        group, _, vr, length = struct.unpack("<HH2sH", head[:8])
+        if group != 0x0002:
+            break
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            if len(head) < 12:
+                break
+            (length,) = struct.unpack("<L", head[8:12])
+            value_at = pos + 12
+        else:
+            value_at = pos + 8
+        if length == _UNDEFINED or value_at + length > file_size:
+            return None  # not a file meta that pydicom reads either: its reading says what is wrong
+        if head[:4] == b"\x02\x00\x10\x00":
+            fp.seek(value_at)
+            syntax = (fp.read(min(length, 64)) or b"").rstrip(b"\0 ")
+        pos = value_at + length
+    return pos if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian.encode("ascii") else None
+
+
+def _parse(fp: _RangeFile, file_size: int, inflated: tuple[int, bytes] | None) -> DicomHeader:
+    if inflated is not None:
+        return _parse_deflated(fp, file_size, *inflated)
     ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
     has_preamble = ds.preamble is not None
     file_meta = ds.file_meta if ds.file_meta is not None else FileMetaDataset()
@@ -275,16 +407,13 @@ def _parse(fp: _RangeFile, file_size: int, max_deflated_size: int) -> DicomHeade
         raise NotDicomError("not a DICOM file: no 'DICM' prefix and no parseable data set")
     if not has_preamble and len(file_meta) == 0:
         _check_plausible_start(fp, implicit, little)
-    if transfer_syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
-        _check_lengths(ds)
+    if transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        # a file meta that only pydicom's reading found deflated: pydicom inflated it unbounded
+        raise MalformedHeaderError("the file meta of the deflated file cannot be read")
+    _check_lengths(ds, fp.headers, little)
     # Detach the parsed data set from pydicom's FileDataset (which holds our file object).
     dataset = Dataset(ds)
     dataset.set_original_encoding(implicit, little, ds.original_character_set)
-
-    if transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
-        return _deflated(
-            fp, ds, dataset, file_meta, transfer_syntax, has_preamble, file_size, max_deflated_size
-        )
 
     pixel_tag: int | None = None
     value_offset: int | None = None
@@ -319,18 +448,47 @@ def _parse(fp: _RangeFile, file_size: int, max_deflated_size: int) -> DicomHeade
     )
 
 
-def _check_lengths(ds: Dataset) -> None:
-    """pydicom reads a value cut short by the end of the file without complaint; we refuse it."""
-    for elem in ds._dict.values():
-        length = getattr(elem, "length", _UNDEFINED)
-        value = elem.value
-        if isinstance(value, bytes) and length != _UNDEFINED and len(value) < length:
-            raise TruncatedHeaderError(
-                "the file ends inside the header (a declared length runs past the end)"
-            )
-        if isinstance(value, pydicom.Sequence):
-            for item in value:
-                _check_lengths(item)
+def _check_lengths(ds: Dataset, headers: int, little: bool) -> None:
+    """Refuse what pydicom reads without complaint but cannot use: a value cut short by the end of
+    the file, a sequence that does not parse (pydicom parses one of defined length only when it is
+    first used), sequences nested deeper than ``MAX_SEQUENCE_DEPTH``, a VR that is not DICOM's, more
+    than ``MAX_HEADER_ELEMENTS`` elements and items (``headers``: those the reading counted; a
+    sequence's items are counted in its bytes before pydicom parses them, which costs 60 us each).
+    Walked level by level, without recursion."""
+    item_tag = b"\xfe\xff\x00\xe0" if little else b"\xff\xfe\xe0\x00"
+    stack = [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        for tag, elem in list(current._dict.items()):
+            vr = elem.VR
+            if vr is not None and vr not in converters:
+                raise MalformedHeaderError("an element's VR is not one of DICOM's")
+            length = getattr(elem, "length", _UNDEFINED)
+            value = elem.value
+            if isinstance(value, bytes) and length != _UNDEFINED and len(value) < length:
+                raise TruncatedHeaderError(
+                    "the file ends inside the header (a declared length runs past the end)"
+                )
+            if isinstance(elem, RawDataElement) and (vr or dictionary_vr(int(tag))) == "SQ":
+                headers += 2 * value.count(item_tag) if isinstance(value, bytes) else 0
+                if headers > MAX_HEADER_ELEMENTS:
+                    raise MalformedHeaderError(_TOO_MANY)
+                try:
+                    value = current[tag].value
+                except RecursionError:
+                    raise
+                except (EOFError, struct.error) as exc:
+                    raise TruncatedHeaderError("the file ends inside a sequence") from exc
+                except Exception as exc:
+                    raise MalformedHeaderError(
+                        f"a sequence cannot be parsed ({type(exc).__name__} in pydicom)"
+                    ) from exc
+            if isinstance(value, pydicom.Sequence):
+                if depth >= MAX_SEQUENCE_DEPTH:
+                    raise MalformedHeaderError(
+                        f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep"
+                    )
+                stack.extend((item, depth + 1) for item in value)
 
 
 def _check_plausible_start(fp: _RangeFile, implicit: bool, little: bool) -> None:
@@ -348,34 +506,34 @@ def _check_plausible_start(fp: _RangeFile, implicit: bool, little: bool) -> None
         raise NotDicomError("not a DICOM file: no 'DICM' prefix and the first bytes are not a data element")
 
 
-def _deflated(
-    fp: _RangeFile,
-    ds: pydicom.FileDataset,
-    dataset: Dataset,
-    file_meta: FileMetaDataset,
-    transfer_syntax: UID,
-    has_preamble: bool,
-    file_size: int,
-    max_deflated_size: int,
-) -> DicomHeader:
-    if file_size > max_deflated_size:
-        raise UnsupportedTransferSyntaxError(
-            f"deflated file of {file_size} bytes exceeds the {max_deflated_size}-byte in-memory limit"
-        )
-    # pydicom inflated the whole data set; its pixel element, if any, follows the header there.
+def _parse_deflated(fp: _RangeFile, file_size: int, start: int, inflated: bytes) -> DicomHeader:
+    """A deflated file: its file meta read by pydicom from the bytes before the data set (nothing
+    to inflate there), the data set read from the bytes :func:`_inflate_bounded` inflated."""
     fp.seek(0)
-    whole = fp.read(file_size) or b""
-    full = pydicom.dcmread(io.BytesIO(whole), force=True)
-    pixel_tag = next((t for t in sorted(PIXEL_TAGS) if t in full), None)
+    meta = pydicom.dcmread(io.BytesIO(fp.read(start) or b""), force=True)
+    file_meta = meta.file_meta if meta.file_meta is not None else FileMetaDataset()
+    stream = _CountedBytes(inflated)
+    body = read_dataset(stream, False, True, stop_when=_at_pixels)
+    _check_lengths(body, stream.headers, True)
+    dataset = Dataset(body)
+    dataset.set_original_encoding(False, True, body._character_set)
+    # The pixel element, if any, follows the header in the inflated data set.
+    at = stream.tell()
+    pixel_tag: int | None = None
     length: int | None = None
-    if pixel_tag is not None:
-        elem = full[pixel_tag]
-        length = None if elem.is_undefined_length else len(elem.value)
+    if at < len(inflated):
+        pixel_tag, offset, length = _pixel_element_header(inflated[at : at + 12], False, True)
+        if pixel_tag not in PIXEL_TAGS:
+            raise MalformedHeaderError("the deflated data set's parse stopped short of its end")
+        if length is not None and at + offset + length > len(inflated):
+            raise TruncatedHeaderError(
+                "the Pixel Data element's declared length runs past the end of the inflated data set"
+            )
     return DicomHeader(
-        has_preamble=has_preamble,
+        has_preamble=meta.preamble is not None,
         file_meta=file_meta,
         dataset=dataset,
-        transfer_syntax=transfer_syntax,
+        transfer_syntax=pydicom.uid.DeflatedExplicitVRLittleEndian,
         is_implicit_vr=False,
         is_little_endian=True,
         header_end=file_size,
@@ -386,6 +544,10 @@ def _deflated(
         deflated=True,
         bytes_read=fp.bytes_read,
     )
+
+
+def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return int(tag) in PIXEL_TAGS
 
 
 def read_header_from_path(path: str | os.PathLike[str], **kwargs: int) -> DicomHeader:
