@@ -5,6 +5,18 @@ the event bus and the state machine's ASL with its ``${substitutions}`` are decl
 the stack that runs in AWS and the one that runs on a laptop cannot drift apart. Nothing here
 imports boto3 or aws-cdk-lib: this is data.
 
+The ASL's substitutions (stable names; the CDK app fills them with CloudFormation's
+``DefinitionSubstitutions``, the local stack with what it created in moto, both through
+:func:`render_asl`):
+
+``FunctionArn_<function>``  each workflow function's ARN (:func:`function_substitution`)
+``IngestBucketName``, ``DeidentifiedBucketName``, ``ResultsBucketName``  the buckets' names
+``AnalysisClusterArn``, ``AnalysisTaskDefinitionArn``  the ECS cluster and the analysis task
+``AnalysisSubnet0``, ``AnalysisSubnet1``  the two (isolated) subnets the task runs in
+``AnalysisSecurityGroupId``  the task's security group
+``AnalysisContainerName``  the container that the ASL's overrides address
+(:data:`ASL_RESOURCES` maps every name but the functions' to its resource.)
+
 Examples
 --------
 >>> sorted(FUNCTIONS)[:3]
@@ -204,3 +216,33 @@ def render_asl(substitutions: Mapping[str, str]) -> str:
     rendered = _SUBSTITUTION.sub(lambda m: substitutions[m.group(1)], text)
     json.loads(rendered)  # a substitution must not break the JSON
     return rendered
+
+
+#: The ASL's substitutions other than the functions' ARNs, by the resource (or attribute) each carries.
+ASL_RESOURCES: dict[str, str] = {
+    "IngestBucketName": "bucket:ingest",
+    "DeidentifiedBucketName": "bucket:deidentified",
+    "ResultsBucketName": "bucket:results",
+    "AnalysisClusterArn": "ecs:cluster",
+    "AnalysisTaskDefinitionArn": "ecs:task_definition",
+    "AnalysisSubnet0": "ecs:subnet0",
+    "AnalysisSubnet1": "ecs:subnet1",
+    "AnalysisSecurityGroupId": "ecs:security_group",
+    "AnalysisContainerName": "ecs:container_name",
+}
+
+#: The analysis container's entry point, relative to the repository root (locally run as a process).
+ANALYSIS_ENTRYPOINT = "ml_container/entrypoint.py"
+
+#: The names the local stack (embedded moto) gives each resource; in AWS, CloudFormation names them.
+LOCAL_NAMES: dict[str, str] = {
+    "bucket:ingest": "dicomflow-ingest",
+    "bucket:deidentified": "dicomflow-deidentified",
+    "bucket:results": "dicomflow-results",
+    "table:scans": "dicomflow-scans",
+    "table:idempotency": "dicomflow-idempotency",
+    "bus:events": "dicomflow-status",
+    "state_machine:scan": "dicomflow-scan",
+    "ecs:cluster": "dicomflow-analysis",
+    "ecs:task_family": "dicomflow-analysis",
+}

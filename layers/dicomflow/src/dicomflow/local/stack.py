@@ -22,7 +22,7 @@ from dicomflow.local.gateway import LocalGateway
 from dicomflow.local.moto_server import LocalAws, start_local_aws
 from dicomflow.local.s3_proxy import S3Proxy
 from dicomflow.settings import Settings
-from dicomflow.upload.processing import RecordingProcessor
+from dicomflow.upload.processing import RecordingProcessor, ScanProcessor
 from dicomflow.upload.service import UploadService, build_service
 
 
@@ -45,7 +45,7 @@ class UploadStack:
     local: LocalAws
     gateway: LocalGateway
     service: UploadService
-    processor: RecordingProcessor
+    processor: RecordingProcessor | ScanProcessor
     proxy: S3Proxy | None = None
     handler: Any = field(default=None, repr=False)
 
@@ -76,11 +76,13 @@ def start_upload_stack(
     token: str | None = None,
     port: int = 0,
     local: LocalAws | None = None,
+    processor: ScanProcessor | None = None,
     **settings: Any,
 ) -> UploadStack:
     """Start moto (unless ``local`` is given), the S3 proxy if asked (presigned URLs then point at
     it), and the gateway. ``settings`` override :class:`~dicomflow.settings.Settings` fields
-    (``part_size``, ``presigned_url_expiry_s``, ``max_files``...)."""
+    (``part_size``, ``presigned_url_expiry_s``, ``max_files``...). ``processor`` is what a completed
+    scan is handed to (default: a :class:`RecordingProcessor`; the workflow stack gives Step Functions)."""
     local = local or start_local_aws()
     proxy = (
         S3Proxy(local.endpoint_url, put_delay_s=put_delay_s, max_url_age_s=max_url_age_s).start()
@@ -91,7 +93,7 @@ def start_upload_stack(
     if proxy is not None:
         env["DICOMFLOW_AWS_ENDPOINT_URL"] = proxy.url
     config = dataclasses.replace(Settings.from_env(env), **settings)
-    processor = RecordingProcessor()
+    processor = processor if processor is not None else RecordingProcessor()
     service = build_service(config, processor=processor)
     handler = load_upload_handler()
     handler.use_service(service)

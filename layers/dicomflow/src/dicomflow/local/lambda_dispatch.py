@@ -1,0 +1,173 @@
+"""Lambda invocations in moto run our handlers in-process, answering as the Lambda runtime does.
+
+moto's Docker-free Lambda (``LambdaSimpleBackend``) echoes the payload. :func:`install` replaces its
+``invoke`` with a dispatch to the function's handler (the ``Handler`` it was created with,
+``functions.<step>.handler.lambda_handler``, imported once), so the state machine that moto executes
+calls the real code. An exception leaving a handler comes back as the runtime's error envelope:
+``x-amz-function-error: Unhandled`` and ``{"errorType": <class name>, "errorMessage", ...}``, so the
+ASL's ``Retry``/``Catch`` match on the class name exactly as in AWS.
+
+What differs from AWS, on purpose: the message of an exception that is not a dicomflow error is
+replaced by its class name (it may quote a value read from a file; dicomflow's own messages are
+written free of patient data), and every handler shares this process's environment (one set of
+``DICOMFLOW_*`` settings for all, where AWS gives each function only its own).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicomflow.errors import DicomflowError
+
+log = logging.getLogger("dicomflow.local.lambda")
+
+Handler = Callable[[Any, Any], Any]
+
+#: The repository root (functions/ lives there) of an editable install.
+REPO_ROOT = Path(__file__).resolve().parents[5]
+
+
+@dataclass
+class InvocationContext:
+    """The attributes of a Lambda context that handlers and powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    aws_request_id: str
+    deadline: float
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def load_handler(dotted: str) -> Handler:
+    """The callable at ``functions.<name>.handler.lambda_handler``: imported as a module when the
+    repository root is importable (tests, the repository's cwd), else loaded from its file."""
+    module_name, _, attribute = dotted.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        path = REPO_ROOT.joinpath(*module_name.split(".")).with_suffix(".py")
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    handler = getattr(module, attribute)
+    if not callable(handler):
+        raise TypeError(f"{dotted} is not callable")
+    return handler
+
+
+def error_envelope(exc: BaseException) -> dict[str, Any]:
+    """What the Python runtime returns for an unhandled exception (its message only if ours).
+
+    Examples
+    --------
+    >>> from dicomflow.errors import TransientStorageError
+    >>> error_envelope(TransientStorageError("S3 SlowDown; retry"))["errorType"]
+    'TransientStorageError'
+    >>> error_envelope(KeyError("Doe^Jane"))["errorMessage"]
+    'unexpected KeyError'
+    """
+    name = type(exc).__name__
+    message = str(exc) if isinstance(exc, DicomflowError) else f"unexpected {name}"
+    return {"errorType": name, "errorMessage": message, "requestId": "", "stackTrace": []}
+
+
+class LambdaDispatcher:
+    """Maps a moto function (by its ``Handler``) to our handler and runs it.
+
+    ``handlers`` overrides the handler of a function by name (tests use tiny ones). Every call is
+    counted by function name in ``invocations`` (a test can see what was retried).
+    """
+
+    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
+        self.overrides = dict(handlers or {})
+        self._loaded: dict[str, Handler] = {}
+        self._lock = threading.Lock()
+        self.invocations: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+
+    def handler_for(self, function: Any) -> Handler:
+        name = str(function.function_name)
+        if name in self.overrides:
+            return self.overrides[name]
+        dotted = str(function.handler)
+        with self._lock:
+            if dotted not in self._loaded:
+                self._loaded[dotted] = load_handler(dotted)
+            return self._loaded[dotted]
+
+    def invoke(self, function: Any, body: Any, response_headers: dict[str, Any]) -> bytes:
+        name = str(function.function_name)
+        with self._lock:
+            self.invocations[name] = self.invocations.get(name, 0) + 1
+        raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+        event = json.loads(raw) if raw else {}
+        timeout = float(getattr(function, "timeout", 0) or 60)
+        context = InvocationContext(
+            function_name=name,
+            memory_limit_in_mb=int(getattr(function, "memory_size", 0) or 512),
+            invoked_function_arn=str(function.function_arn),
+            aws_request_id=str(uuid.uuid4()),
+            deadline=time.monotonic() + timeout,
+            log_group_name=f"/aws/lambda/{name}",
+        )
+        try:
+            result = self.handler_for(function)(event, context)
+        except Exception as exc:  # the runtime turns every exception into the envelope
+            with self._lock:
+                self.errors[name] = self.errors.get(name, 0) + 1
+            log.info("function %s raised %s", name, type(exc).__name__)
+            log.debug("function %s failed", name, exc_info=True)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(error_envelope(exc)).encode("utf-8")
+        return json.dumps(result).encode("utf-8")
+
+
+_installed: LambdaDispatcher | None = None
+
+
+def install(dispatcher: LambdaDispatcher) -> None:
+    """Route every moto Lambda invocation of this process to ``dispatcher`` (the last one wins)."""
+    global _installed
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    _installed = dispatcher
+
+    def invoke(
+        self: Any,
+        function_name: str,
+        qualifier: str | None,
+        body: Any,
+        headers: Any,
+        response_headers: Any,
+    ) -> bytes:
+        if _installed is None:  # pragma: no cover - uninstalled: moto's echo
+            return str.encode(body or "Simple Lambda happy path OK")
+        function = self.get_function(function_name, qualifier)
+        return _installed.invoke(function, body, response_headers)
+
+    LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+
+
+def uninstall(dispatcher: LambdaDispatcher) -> None:
+    """Stop dispatching to ``dispatcher`` (if it is the installed one)."""
+    global _installed
+    if _installed is dispatcher:
+        _installed = None
