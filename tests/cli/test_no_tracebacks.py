@@ -134,6 +134,41 @@ CASES: list[Case] = [
 ]
 
 
+# upload and local-api (the upload half of issue 12). Nothing listens on 127.0.0.1:9 (discard).
+_API = ["--api", "http://127.0.0.1:9"]
+_U = ["--device-id", "ct-01", "--scan-type", "4d-ct"]
+CASES += [
+    Case("upload-missing-folder", ["upload", "{tmp}/nope", *_API, *_U], "is not a folder"),
+    Case("upload-a-file", ["upload", "{file}", *_API, *_U], "is not a folder"),
+    Case("upload-empty-folder", ["upload", "{empty}", *_API, *_U], "holds no files"),
+    Case("upload-api-not-a-url", ["upload", "{scan}", "--api", "notaurl"], "is not an http(s) URL"),
+    Case("upload-api-no-host", ["upload", "{scan}", "--api", "http://"], "is not an http(s) URL"),
+    Case("upload-api-not-there", ["upload", "{scan}", *_API], "could not be reached"),
+    Case("upload-part-size-zero", ["upload", "{scan}", *_API, "--part-size-mib", "0"], "--part-size-mib"),
+    Case(
+        "upload-part-size-negative", ["upload", "{scan}", *_API, "--part-size-mib", "-4"], "--part-size-mib"
+    ),
+    Case("upload-part-size-over-5-gib", ["upload", "{scan}", *_API, "--part-size-mib", "5121"], "5 to 5120"),
+    Case("upload-workers-zero", ["upload", "{scan}", *_API, "--workers", "0"], "--workers"),
+    Case("upload-workers-negative", ["upload", "{scan}", *_API, "--workers", "-2"], "--workers"),
+    Case("upload-workers-too-many", ["upload", "{scan}", *_API, "--workers", "65"], "1 to 64"),
+    Case("upload-timeout-zero", ["upload", "{scan}", *_API, "--timeout", "0"], "--timeout"),
+    Case(
+        "upload-metadata-missing", ["upload", "{scan}", *_API, "--metadata", "{tmp}/nope.json"], "cannot read"
+    ),
+    Case(
+        "upload-metadata-not-json", ["upload", "{scan}", *_API, "--metadata", "{notdicom}"], "not valid JSON"
+    ),
+    Case(
+        "upload-scan-type-unknown",
+        ["upload", "{scan}", *_API, "--device-id", "ct-01", "--scan-type", "mri"],
+        "scan_type 'mri' is unknown",
+    ),
+    Case("local-api-port-negative", ["local-api", "--port", "-1"], "--port"),
+    Case("local-api-port-too-big", ["local-api", "--port", "70000"], "--port"),
+]
+
+
 def run_dicomflow(argv: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     """``python -m dicomflow ARGV`` as a user runs it (no debug tracebacks, HOME of its own)."""
     env = {k: v for k, v in os.environ.items() if k != "DICOMFLOW_DEBUG"}
