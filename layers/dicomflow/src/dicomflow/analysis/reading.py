@@ -66,6 +66,10 @@ class ScanReader:
     def _map(self, fn, items):  # type: ignore[no-untyped-def]
         if self.threads == 1 or len(items) < 2:
             return map(fn, items)
+        # pydicom imported here, before the threads: its first import from several threads at once
+        # can hand one of them a partially initialised module (ImportError, seen in the local stack).
+        import pydicom.charset  # noqa: F401
+
         executor = ThreadPoolExecutor(max_workers=self.threads)
         try:
             return list(executor.map(fn, items))

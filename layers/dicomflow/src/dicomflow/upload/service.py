@@ -650,7 +650,14 @@ class UploadService:
             "created_at": scan.get("created_at"),
             "updated_at": scan.get("updated_at"),
         }
-        for optional in ("reason", "manifest_key", "uploaded_at", "processing_started_at"):
+        for optional in (
+            "reason",
+            "manifest_key",
+            "uploaded_at",
+            "processing_started_at",
+            "history",
+            "results",
+        ):
             if optional in scan:
                 out[optional] = scan[optional]
         if files_from is None:
