@@ -22,7 +22,16 @@ from dicomflow import __version__
 from dicomflow.errors import DicomflowError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("phantom", "validate", "deid", "analyze", "upload", "local_api")
+COMMANDS: tuple[str, ...] = (
+    "phantom",
+    "validate",
+    "deid",
+    "analyze",
+    "upload",
+    "local_api",
+    "local",
+    "status",
+)
 
 
 #: Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
