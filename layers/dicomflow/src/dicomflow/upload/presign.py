@@ -166,10 +166,20 @@ class S3Uploads:
                 entry["ChecksumSHA256"] = part.checksum_sha256
             body.append(entry)
         try:
+            # Creates only, like the single-PUT URLs: a completed file is never replaced.
             response = self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": body}
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": body},
+                IfNoneMatch="*",
             )
         except Exception as exc:  # noqa: BLE001
+            if _code(exc) == "PreconditionFailed":
+                # An object is already at the key (a concurrent completion won): that one stands and
+                # is what the caller verifies; this upload is closed so nothing more lands in it.
+                self.abort(key, upload_id)
+                return ""
             _raise(exc, "complete multipart upload", key)
         return str(response.get("ETag", ""))
 
@@ -184,18 +194,26 @@ class S3Uploads:
         return str(value) if value else None
 
     def tombstone(self, key: str) -> None:
-        """Put an empty, tagged object at ``key`` (over whatever is there): a single-PUT URL signed
-        for it, which creates only, is then refused."""
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=b"",
-                Tagging=f"{TOMBSTONE_TAG[0]}={TOMBSTONE_TAG[1]}",
-                **self._sse,
-            )
-        except Exception as exc:  # noqa: BLE001
-            _raise(exc, "put tombstone", key)
+        """Leave an empty, tagged object at ``key`` in place of whatever is there: a single-PUT URL
+        signed for it, which creates only, is then refused. The tombstone is itself a conditional
+        create (a bucket policy may require ``If-None-Match`` on every PutObject under the files'
+        prefix): what is there is deleted first, and a PUT that lands in between is deleted too."""
+        for _ in range(5):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=b"",
+                    IfNoneMatch="*",
+                    Tagging=f"{TOMBSTONE_TAG[0]}={TOMBSTONE_TAG[1]}",
+                    **self._sse,
+                )
+                return
+            except Exception as exc:  # noqa: BLE001
+                if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    _raise(exc, "put tombstone", key)
+        raise TransientStorageError(f"put tombstone on key {fingerprint(key)}: writes keep landing; retry")
 
     def abort(self, key: str, upload_id: str) -> None:
         try:

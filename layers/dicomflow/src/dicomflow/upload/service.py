@@ -723,7 +723,7 @@ class UploadService:
                 self.uploads.abort(record["key"], record["upload_id"])
                 aborted += 1
         # A single-PUT URL cannot be revoked; it signs If-None-Match: *, so an object at its key
-        # refuses it. The tombstone goes first (over whatever landed), then the rest is deleted.
+        # refuses it. Tombstones replace whatever landed at those keys, then the rest is deleted.
         tombstones = {r["key"] for r in files if r["method"] == "single"}
         for key in sorted(tombstones):
             self.uploads.tombstone(key)
