@@ -5,7 +5,11 @@ through the local upload API, SHA-256 verification against the manifest, complet
 - a real 4D-CT scan's shape, 1500 single-frame files of ~0.5 MB (10 phases x 150 slices, 512^2),
   against boto3 `upload_file` of each file from a pool of 10 threads (s3transfer's concurrency).
 
-``BENCH_UPLOAD_CASES`` (default ``1gib,many``) picks which lines run.
+- resuming that 1500-file scan (issue 12): after a kill (SIGKILL) at about half the files, and when
+  every file was uploaded but the scan not completed, against a fresh upload of the whole scan;
+  resume must not be slower than starting over, and must say where it stands at once.
+
+``BENCH_UPLOAD_CASES`` (default ``1gib,many,resume``) picks which lines run.
 
 moto runs in its own process (it is the bottleneck, about 100 MB/s on 2 cores); the upload API's
 handler runs behind the local gateway in this process; both uploaders are measured as subprocesses,
@@ -16,8 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import BIN, WORK, Measurement, header, measure
@@ -28,7 +35,7 @@ WORKERS = int(os.environ.get("BENCH_UPLOAD_WORKERS", "4"))
 # The machine is shared and noisy: each side runs this many times, interleaved; the best run counts.
 REPEAT = int(os.environ.get("BENCH_UPLOAD_REPEAT", "3"))
 
-CASES = os.environ.get("BENCH_UPLOAD_CASES", "1gib,many").split(",")
+CASES = os.environ.get("BENCH_UPLOAD_CASES", "1gib,many,resume").split(",")
 MANY_WORKERS = os.environ.get("BENCH_UPLOAD_MANY_WORKERS")  # default: the uploader's own
 
 BOTO3_UPLOAD_MANY = """
@@ -64,8 +71,10 @@ def _scan(folder: Path) -> Path:
 
 
 def _empty(s3: object, bucket: str) -> None:
-    for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):  # type: ignore[attr-defined]
-        s3.delete_object(Bucket=bucket, Key=item["Key"])  # type: ignore[attr-defined]
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)  # type: ignore[attr-defined]
+    for page in pages:  # a 1500-file scan is more than one page
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])  # type: ignore[attr-defined]
 
 
 def _many_scan(folder: Path) -> tuple[Path, int, int]:
@@ -139,7 +148,7 @@ def main() -> int:
     from dicomflow.local.moto_server import LocalAws
     from dicomflow.local.stack import start_upload_stack
 
-    header("upload: dicomflow upload vs boto3 (1 GiB file; 1500-file 4D-CT scan; local moto)")
+    header("upload: dicomflow upload vs boto3 (1 GiB file; 1500-file 4D-CT scan; its resume; local moto)")
     work = WORK / "upload"
     env = _env()
     moto = subprocess.Popen(
@@ -214,11 +223,123 @@ def main() -> int:
                     empty,
                 )
                 _report_many(ours_runs, theirs_runs, count, total)
+            if "resume" in CASES:
+                folder, count, _ = _many_scan(work / "scan1500")
+                _report_resume(_resume_runs(folder, count, stack.api_url, empty), count)
     finally:
         if moto.stdin:
             moto.stdin.close()
         moto.wait(timeout=60)
     return 0
+
+
+# Uploads every file of the scan, then stops before the scan's own completion (as a device that
+# lost power at the last request): what resuming "all files done, scan not completed" starts from.
+STOP_BEFORE_SCAN_COMPLETION = """
+import sys
+from dicomflow.cli import main
+from dicomflow.errors import UploadError
+from dicomflow.upload.device import ApiClient
+original = ApiClient.call
+def call(self, method, path, body=None):
+    if method == "POST" and path.endswith("/complete") and "/files/" not in path:
+        raise UploadError("stopped before the scan's completion")
+    return original(self, method, path, body)
+ApiClient.call = call
+sys.exit(0 if main(sys.argv[1:]) == 1 else 1)  # the upload command, stopped at its last request
+"""
+
+
+@dataclass
+class _Resume:
+    fresh_s: float
+    killed_at: int  # parts journaled when the first run was killed
+    resume_s: float
+    first_line_s: float  # from the resume's start to its first line on stderr
+    done_resume_s: float  # every file uploaded, the scan not completed
+
+
+def _journaled(folder: Path) -> int:
+    try:
+        return (folder / ".dicomflow-upload.parts").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _first_line_and_wall(cmd: list[object], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time of ``cmd`` (with progress output on) and when its first stderr line came."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    first_s = time.perf_counter() - start
+    rest = proc.stderr.read()
+    code = proc.wait()
+    wall = time.perf_counter() - start
+    if code != 0 or not first:
+        raise RuntimeError(f"resume exited {code}: {(first + rest)[-2000:]!r}")
+    return wall, first_s
+
+
+def _resume_runs(folder: Path, count: int, api_url: str, empty: object) -> list[_Resume]:
+    env = _env()
+    quiet = _ours_cmd(folder, api_url, MANY_WORKERS, PART_MIB)
+    loud = [c for c in quiet if c != "--quiet"]
+    runs = []
+    for _ in range(REPEAT):
+        _many_scan(folder)
+        fresh = measure("dicomflow upload (1500 files, fresh)", quiet, env=env).wall_s
+        empty()  # type: ignore[operator]
+        # A kill at about half the files, then the same command again
+        _many_scan(folder)
+        proc = subprocess.Popen([str(c) for c in quiet], env=env, stdout=subprocess.DEVNULL)
+        while _journaled(folder) < count // 2 and proc.poll() is None:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = _journaled(folder)
+        resume_s, first_s = _first_line_and_wall(loud, env)
+        empty()  # type: ignore[operator]
+        # Every file uploaded and completed, the scan not: the same command again
+        _many_scan(folder)
+        subprocess.run(
+            [BIN / "python", "-c", STOP_BEFORE_SCAN_COMPLETION, *quiet[1:]],
+            env=env,
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        done_s = measure("dicomflow upload (1500 files, all done, resume)", quiet, env=env).wall_s
+        empty()  # type: ignore[operator]
+        runs.append(_Resume(fresh, killed_at, resume_s, first_s, done_s))
+    return runs
+
+
+def _report_resume(runs: list[_Resume], count: int) -> None:
+    fresh = min(r.fresh_s for r in runs)
+    killed = min(runs, key=lambda r: r.resume_s)
+    done = min(r.done_resume_s for r in runs)
+    first = max(r.first_line_s for r in runs)
+    print(
+        "  resume: one GET /scans/{id}?files_from=0&urls=1 tells every file's state (ListParts only for "
+        "multipart files in progress) and hands out the URLs of the single PUTs still to send"
+    )
+    print(
+        "  runs (s): fresh "
+        + ", ".join(f"{r.fresh_s:.1f}" for r in runs)
+        + "; resume after kill "
+        + ", ".join(f"{r.resume_s:.1f} (killed at {r.killed_at} of {count})" for r in runs)
+        + "; resume all done "
+        + ", ".join(f"{r.done_resume_s:.1f}" for r in runs)
+        + f" (best of {REPEAT} counts)"
+    )
+    print(f"  resume's first line on stderr after {first:.2f} s at most (worst of {REPEAT})")
+    verdict = "met" if killed.resume_s <= fresh and done <= fresh else "NOT MET"
+    print(
+        f"resume {count} files: after a kill at ~50% {killed.resume_s:.1f} s, all files done "
+        f"{done:.1f} s, vs fresh upload {fresh:.1f} s: {killed.resume_s / fresh:.2f}x and "
+        f"{done / fresh:.2f}x of fresh (resume <= fresh: {verdict})",
+        flush=True,
+    )
 
 
 def _check_size(s3: object, bucket: str, key: str, size: int) -> None:
