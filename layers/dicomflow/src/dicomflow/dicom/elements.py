@@ -54,6 +54,9 @@ LITTLE_ENDIAN_SYNTAXES = frozenset(
     | {f"1.2.840.10008.1.2.4.{n}" for n in (110, 111, 112, 201, 202, 203)}
 )
 
+#: Bytes per value of the binary VRs (PS3.5 6.2): a length that is not a multiple is malformed.
+_VALUE_SIZE = {"US": 2, "SS": 2, "US or SS": 2, "US or SS or OW": 2, "OW": 2, "UL": 4, "SL": 4, "FL": 4}
+_VALUE_SIZE |= {"AT": 4, "OF": 4, "OL": 4, "FD": 8, "OD": 8, "SV": 8, "UV": 8, "OV": 8}
 _TAG_LENGTH = struct.Struct("<HHL")  # implicit VR element header; also item and delimiter headers
 _TAG_VR_SHORT = struct.Struct("<HH2sH")  # explicit VR, 2-byte length
 _unpack_implicit = _TAG_LENGTH.unpack_from
@@ -232,6 +235,8 @@ def read_elements(
             continue
         if length == UNDEFINED:
             raise Unsupported("an undefined length outside a sequence")
+        if length % _VALUE_SIZE.get(vr, 1):
+            raise Unsupported("a binary value's length is not a multiple of its VR's size")
         stop = pos + length
         if stop > have:
             buf.need(stop)

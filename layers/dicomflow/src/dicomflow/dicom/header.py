@@ -83,6 +83,9 @@ MAX_DEFLATED_SIZE = 256 * 1024 * 1024
 MAX_INFLATED_SIZE = 128 * 1024 * 1024
 
 _UNDEFINED = 0xFFFFFFFF
+#: Bytes per value of the binary VRs (a length that is not a multiple is malformed: PS3.5 6.2).
+_VALUE_SIZE = {"US": 2, "SS": 2, "US or SS": 2, "US or SS or OW": 2, "OW": 2, "UL": 4, "SL": 4, "FL": 4}
+_VALUE_SIZE |= {"AT": 4, "OF": 4, "OL": 4, "FD": 8, "OD": 8, "SV": 8, "UV": 8, "OV": 8}
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,9 @@ class _RangeFile(io.RawIOBase):
         self._ensure(self._pos + want)
         data = bytes(self._buf[self._pos : self._pos + want])
         self._pos += len(data)
+        if size == 8 and data[:2] in _ITEM_GROUP:
+            # an item or delimiter header: pydicom makes a data set per item (twice an element's cost)
+            self.headers += 1
         return data
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
@@ -223,6 +229,7 @@ class _RangeFile(io.RawIOBase):
 
 
 _TOO_MANY = f"the header holds more than {MAX_HEADER_ELEMENTS} elements and items"
+_ITEM_GROUP = (b"\xfe\xff", b"\xff\xfe")  # (FFFE,eeee) little and big endian
 
 
 class _CountedBytes(io.BytesIO):
@@ -235,7 +242,10 @@ class _CountedBytes(io.BytesIO):
             self.headers += 1
             if self.headers > MAX_HEADER_ELEMENTS:
                 raise MalformedHeaderError(_TOO_MANY)
-        return super().read(size)
+        data = super().read(size)
+        if size == 8 and data[:2] in _ITEM_GROUP:
+            self.headers += 1  # as _RangeFile counts them
+        return data
 
 
 def _pixel_element_header(raw: bytes, implicit: bool, little: bool) -> tuple[int, int, int | None]:
@@ -310,12 +320,24 @@ def read_header(
     except (EOFError, struct.error) as exc:
         raise TruncatedHeaderError("the file ends inside the header") from exc
     except Exception as exc:
+        ours = _ours_inside(exc)
+        if ours is not None:  # e.g. our bound, hit as pydicom read an item's tag (it re-raises OSError)
+            raise ours from exc
         if _caused_by_recursion(exc):  # pydicom re-raises a RecursionError as OSError
             raise MalformedHeaderError("sequences are nested too deeply to be read") from exc
         # ValueError, KeyError, NotImplementedError (unknown VR), OSError ("No tag to read"),
         # zlib.error...: their messages can quote element values, so only the type is passed on.
         raise MalformedHeaderError(f"the header cannot be parsed ({type(exc).__name__} in pydicom)") from exc
     return parsed
+
+
+def _ours_inside(exc: BaseException) -> DicomflowError | None:
+    seen = exc.__cause__ or exc.__context__
+    for _ in range(16):
+        if seen is None or isinstance(seen, DicomflowError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _caused_by_recursion(exc: BaseException) -> bool:
@@ -337,6 +359,7 @@ def _inflate_bounded(
     pydicom inflates it whole and unbounded."""
     start = _deflated_data_set_offset(fp, file_size)
     fp.seek(0)
+    fp.cut_in_element_header, fp.headers = False, 0  # what this look ahead read does not count
     if start is None:
         return None
     if file_size > max_deflated_size:
@@ -353,6 +376,8 @@ def _inflate_bounded(
         raise UnsupportedTransferSyntaxError(
             f"the deflated data set inflates to more than the {max_inflated_size}-byte in-memory limit"
         )
+    if not inflater.eof:
+        raise TruncatedHeaderError("the file ends inside the deflated data set's stream")
     fp.seek(0)
     return start, inflated
 
@@ -469,7 +494,13 @@ def _check_lengths(ds: Dataset, headers: int, little: bool) -> None:
                 raise TruncatedHeaderError(
                     "the file ends inside the header (a declared length runs past the end)"
                 )
-            if isinstance(elem, RawDataElement) and (vr or dictionary_vr(int(tag))) == "SQ":
+            # pydicom reads any group length (gggg,0000) as UL, in groups the dictionary lacks too
+            known = vr or dictionary_vr(int(tag)) or ("UL" if tag & 0xFFFF == 0 else None)
+            size = _VALUE_SIZE.get(known or "")
+            if size and isinstance(value, bytes) and len(value) % size:
+                raise MalformedHeaderError(f"a {known} value's length is not a multiple of {size} bytes")
+            # (UN: pydicom may read it as the sequence the dictionary says it is, or of undefined length)
+            if isinstance(elem, RawDataElement) and (known == "SQ" or vr == "UN"):
                 headers += 2 * value.count(item_tag) if isinstance(value, bytes) else 0
                 if headers > MAX_HEADER_ELEMENTS:
                     raise MalformedHeaderError(_TOO_MANY)
