@@ -245,6 +245,7 @@ def test_no_planted_value_reaches_logs_metrics_events_history_records_or_errors(
     assert events and {e["detail"]["status"] for e in events} >= {"COMPLETED", "REJECTED", "FAILED"}
     assert sum(len(run) for run in history) > 30 and len(records) == 3 and errors
     assert '"level"' in streams.getvalue() and everything.lines
+    assert task_logs, "the analysis task left no log"
     assert '"_aws"' in captured.out + streams.getvalue(), "no metric was emitted"
     # And the search finds what is there: the upload's per-file records keep the device's name
     file_records = json.dumps([item for item in table if item.get("item", {}).get("S") != "scan"])
