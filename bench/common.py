@@ -106,3 +106,43 @@ def ratio(ours: float, theirs: float) -> str:
 
 def header(title: str) -> None:
     print(f"\n== {title} ==", flush=True)
+
+
+# The README's performance table is generated from these records (scripts/bench_table.py), never
+# hand-edited: each benchmark records the row it printed, with the peer's figure from the same run.
+RESULTS = WORK / "results.jsonl"
+
+
+def record(
+    row: str,
+    *,
+    ours: str,
+    peer: str,
+    ratio: str,
+    target: str,
+    met: bool | None,
+    detail: str = "",
+) -> None:
+    """Append one performance-table row to ``.bench/results.jsonl``, stamped with date and machine.
+
+    ``row`` names the work (the README table's first column; a later record of the same row
+    replaces an earlier one); ``ours`` and ``peer`` are the figures as printed, ``ratio`` the
+    figure to read, ``target`` what the row must reach, and ``met`` whether it did (None: no target).
+    """
+    import json
+    import platform
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "row": row,
+        "ours": ours,
+        "peer": peer,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+        "detail": detail,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+    }
+    with RESULTS.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
