@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+# One worker per core (pytest-xdist): the suite is mostly subprocesses and local servers.
+PYTEST_ARGS ?= -n auto
 
 .PHONY: help setup test test-unit test-functional test-infrastructure test-e2e lint format demo bench fuzz synth clean
 
