@@ -33,7 +33,7 @@ from dicomflow.deid.report import FileReport, Verdict
 from dicomflow.deid.rewrite import prepare_raw
 from dicomflow.dicom.elements import Buffer
 from dicomflow.dicom.errors import DicomFormatError, NotDicomError
-from dicomflow.errors import DeidentificationError, StorageError
+from dicomflow.errors import ConfigurationError, DeidentificationError, StorageError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,8 +78,10 @@ def prepare(
     )
     try:
         return prepare_raw(buf, deid, on_pixels)
-    except StorageError:
-        raise  # the workflow retries transient storage errors: not a verdict on the file
+    except (StorageError, ConfigurationError):
+        # the workflow retries transient storage errors; a storage or key failure (KMS key
+        # disabled, access denied) fails the scan: neither is a verdict on the file
+        raise
     except Exception:  # noqa: BLE001 - Unsupported, or input the byte-level engine did not foresee
         pass
     from dicomflow.deid.pydicom_engine import deidentify_deflated, prepare_pydicom
@@ -423,8 +425,8 @@ def deidentify_object(
     try:
         try:
             prepared = prepare(read_range, store.size(src_key), deid)
-        except StorageError:
-            raise  # the workflow retries transient storage errors: not a verdict on the file
+        except (StorageError, ConfigurationError):
+            raise  # the workflow retries or fails the scan (see prepare): not a verdict on the file
         except Exception as exc:  # noqa: BLE001 - one odd object must not stop a scan; nothing written
             return _refused(report, exc)
         if not isinstance(prepared, Prepared):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dicomflow.errors import ObjectNotFoundError, TransientStorageError
+from dicomflow.errors import ObjectNotFoundError, StorageError, TransientStorageError
 from dicomflow.manifest import DeviceSettings, ScanManifest
 from dicomflow.storage.base import ObjectStore
 from dicomflow.validation.file_rules import FilePolicy, HeaderLike, check_header
@@ -195,6 +195,8 @@ def _validate(
         raise
     except ObjectNotFoundError:
         return ValidationReport(subject, (Finding("FILE_MISSING", "the object does not exist in the store"),))
+    except StorageError:
+        raise  # the store refused us (access denied...): the scan fails, the file is not rejected
     except OSError as exc:
         # strerror only: the exception's str() would quote the path, which may carry patient data.
         return ValidationReport(
