@@ -392,13 +392,6 @@ def test_an_aborted_scan_can_be_neither_completed_nor_uploaded_to(stack: UploadS
     ],
     ids=["aborted-complete-file", "aborted-part-urls", "completed-scan-part-urls"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="upload/service.py UploadService._require_uploading answers 409 'scan <id> is FAILED "
-    "(aborted by the device), no longer uploading' (or 'is UPLOADED, no longer uploading') for "
-    "POST .../files/{i}/complete and .../files/{i}/parts: it says the state but not what to do "
-    "(start a new scan / nothing left to upload), unlike POST /scans/{id}/complete",
-)
 def test_every_409_out_of_uploading_says_what_to_do(
     stack: UploadStack, scan: str, method: str, route: str
 ) -> None:

@@ -825,11 +825,20 @@ class UploadService:
 
     @staticmethod
     def _require_uploading(scan: Mapping[str, Any]) -> None:
-        if scan["status"] != str(ScanStatus.UPLOADING):
-            reason = f" ({scan['reason']})" if scan.get("reason") else ""
-            raise UploadConflictError(
-                f"scan {scan['scan_id']} is {scan['status']}{reason}, no longer uploading"
+        """409 unless the scan is uploading, saying what the device can do instead. The reason is
+        the server's own (e.g. "aborted by the device"), never the device's data."""
+        status = str(scan["status"])
+        if status == str(ScanStatus.UPLOADING):
+            return
+        reason = f" ({scan['reason']})" if scan.get("reason") else ""
+        if status in (str(ScanStatus.FAILED), str(ScanStatus.REJECTED)):
+            what = "it accepts no more uploads; upload the files as a new scan with POST /scans"
+        else:  # UPLOADED or later: every file is in
+            what = (
+                "its upload is finished: nothing left to upload to it; to send other files, start a "
+                "new scan with POST /scans"
             )
+        raise UploadConflictError(f"scan {scan['scan_id']} is {status}{reason}; {what}")
 
 
 def stored_manifest_json(manifest: ScanManifest, files: Sequence[Mapping[str, Any]]) -> bytes:
