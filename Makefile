@@ -60,7 +60,7 @@ bench: $(STAMP)
 		(apt-get update -qq && apt-get install -y -qq libgdcm-tools >/dev/null) ; } || \
 		echo "bench: gdcmanon not installed (apt-get install libgdcm-tools); its column will be skipped"
 	@$(PY) -m compileall -q layers/dicomflow/src >/dev/null  # bytecode of the current sources
-	$(PY) bench/run.py $(BENCH)
+	status=0; $(PY) bench/run.py $(BENCH) || status=$$?; $(PY) scripts/bench_table.py && exit $$status
 
 # Deterministic: input i of a campaign is made from (SEED, i) alone; failing inputs go to out/fuzz/crashers.
 SEED ?= 0
