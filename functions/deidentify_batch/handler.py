@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from dicomflow.workflow import deidentify_batch
+from dicomflow.workflow import deidentify_batch, failures
 from dicomflow.workflow.context import step_context
 from dicomflow.workflow.models import BatchEvent, log_fields
 
@@ -32,7 +32,8 @@ def _run(event: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = step_context().idempotent(SERVICE, _run, context)(event=event)
+    with failures.recorded(SERVICE, event):  # a failed Map says only that a batch failed
+        result = step_context().idempotent(SERVICE, _run, context)(event=event)
     metrics.add_metric(name="FilesDeidentified", unit=MetricUnit.Count, value=result["count"])
     logger.info("step done", extra=log_fields(result))
     return result

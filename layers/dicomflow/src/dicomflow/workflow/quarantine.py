@@ -18,9 +18,17 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dicomflow.errors import ERROR_CLASSES, DicomflowError, InvalidTransitionError, ObjectNotFoundError
+from dicomflow.errors import (
+    ERROR_CLASSES,
+    DicomflowError,
+    InvalidTransitionError,
+    ObjectNotFoundError,
+    StorageError,
+    TransientStorageError,
+)
 from dicomflow.status import ScanStatus, can_transition
 from dicomflow.storage.s3 import S3ObjectStore
+from dicomflow.workflow import failures
 from dicomflow.workflow.context import StepContext
 from dicomflow.workflow.models import QuarantineEvent
 from dicomflow.workflow.scan_state import advance, read_scan
@@ -59,6 +67,9 @@ def error_reason(error: Mapping[str, Any]) -> dict[str, str]:
         message = cause.get("errorMessage")
     if name in ERROR_CLASSES and isinstance(message, str) and message:
         return {"error": name, "reason": message[:MAX_MESSAGE]}
+    if name in ERROR_CLASSES and cause is None and error.get("Cause"):
+        # A plain-text cause under one of our names is the ASL's own (AnalysisFailed's exit code).
+        return {"error": name, "reason": str(error["Cause"])[:MAX_MESSAGE]}
     if name.startswith("States."):
         return {"error": name, "reason": f"the state machine reported {name}"}
     return {"error": name, "reason": f"unexpected {name}"}
@@ -78,16 +89,24 @@ def _report_reasons(ctx: StepContext, bucket: str, key: str) -> tuple[list[dict[
     return reasons, [str(c) for c in report.get("codes", [])]
 
 
-def _tag_originals(store: S3ObjectStore, keys: list[str], status: str) -> int:
+def _tag_originals(store: S3ObjectStore, keys: list[str], status: str) -> tuple[int, int]:
+    """(tagged, refused): a tag refused for good (access denied) must not keep the status from
+    being recorded; a transient failure is raised (the workflow retries)."""
+
     def tag(key: str) -> int:
         try:
             store.add_tags(key, {TAG: status})
         except ObjectNotFoundError:
             return 0  # never arrived (a missing file is itself a reason)
+        except TransientStorageError:
+            raise
+        except StorageError:
+            return -1
         return 1
 
     with ThreadPoolExecutor(max_workers=_TAGGING_THREADS) as pool:
-        return sum(pool.map(tag, keys))
+        done = list(pool.map(tag, keys))
+    return done.count(1), done.count(-1)
 
 
 def _summary(status: str, reasons: list[dict[str, Any]], codes: list[str]) -> str:
@@ -121,11 +140,18 @@ def run(ctx: StepContext, event: QuarantineEvent) -> dict[str, Any]:
         caught = error_reason(event.error)
         reasons.append(caught)
         codes.append(caught["error"])
+        batch_failure = scan.get(failures.FIELD)
+        if caught["error"].startswith("States.") and isinstance(batch_failure, Mapping):
+            # A failed Map names no cause: the batch recorded its own (workflow.failures).
+            reasons.append({"error": str(batch_failure["error"]), "reason": str(batch_failure["reason"])})
+            codes.append(str(batch_failure["error"]))
     codes = sorted(set(codes))
     store = ctx.store(event.bucket)
     try:
         stored = load_manifest(store, event.manifest_key, event.scan_id, limits=ctx.settings.manifest_limits)
-        tagged = _tag_originals(store, [item.key for item in stored.items], str(status))
+        tagged, refused = _tag_originals(store, [item.key for item in stored.items], str(status))
+        if refused:
+            codes = sorted({*codes, "ORIGINALS_NOT_TAGGED"})
     except (ObjectNotFoundError, ValueError):
         # No manifest to find the originals by (or not one we can read): record that, tag nothing.
         tagged = 0
