@@ -126,11 +126,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
 
+#: Attempts at the whole analysis when storage fails transiently once the SDK's own retries are
+#: spent (the outputs are overwritten, so a repeat is safe): locally the ASL sees only the exit
+#: code and cannot retry the task, and in AWS a new task costs a Fargate cold start.
+TRANSIENT_ATTEMPTS = 3
+
+
+def run_retrying(args: argparse.Namespace, sleep: Any = time.sleep) -> dict[str, Any]:
+    """:func:`run`, again after a :class:`~dicomflow.errors.TransientStorageError` (full jitter)."""
+    import random
+
+    from dicomflow.errors import TransientStorageError
+
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            return run(args)
+        except TransientStorageError:
+            if attempt == TRANSIENT_ATTEMPTS:
+                raise
+            sleep(random.uniform(0, min(8.0, 2.0**attempt)))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     try:
-        results = run(args)
+        results = run_retrying(args)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason the workflow records
         from dicomflow.errors import DicomflowError
 
