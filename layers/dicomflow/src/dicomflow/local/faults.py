@@ -41,7 +41,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ _JSON_PREFIX = {"kms": "", "dynamodb": "com.amazonaws.dynamodb.v20120810#"}
 _EVENT_SERVICE = {"s3": "s3", "kms": "kms", "dynamodb": "dynamodb", "events": "eventbridge"}
 _CONTEXT_KEY = "dicomflow_faults"
 ENVIRONMENT = "DICOMFLOW_FAULTS"
+#: Where a process given faults by environment writes what it injected (one line each, at exit).
+RECORD = "DICOMFLOW_FAULTS_RECORD"
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,15 @@ class Fault:
     operation: str
     error: str
     function: str | None = None
-    where: Mapping[str, str] = field(default_factory=dict)
+    #: Substrings of the call's parameters (``{"Key": "/files/"}``), kept as sorted pairs.
+    where: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     nth: int = 1
     times: int | None = 1
     wire: bool = False
 
     def __post_init__(self) -> None:
+        pairs = self.where.items() if isinstance(self.where, Mapping) else self.where
+        object.__setattr__(self, "where", tuple(sorted((str(k), str(v)) for k, v in pairs)))
         if self.error not in ERRORS:
             raise ValueError(f"unknown error {self.error!r}: one of {', '.join(ERRORS)}")
         if ERRORS[self.error][0] != self.service:
@@ -112,9 +117,13 @@ class Fault:
     def code(self) -> str:
         return ERRORS[self.error][2]
 
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self.where.items()) if isinstance(self.where, Mapping) else self.where
+
     def describe(self) -> str:
         where = f" in {self.function}" if self.function else ""
-        where += "".join(f" where {k}~{v}" for k, v in sorted(self.where.items()))
+        where += "".join(f" where {k}~{v}" for k, v in self.pairs)
         times = "every call" if self.times is None else ("once" if self.times == 1 else f"{self.times} times")
         return f"{self.service}.{self.operation} {self.code} ({self.status}){where}, call {self.nth} {times}"
 
@@ -123,11 +132,11 @@ class Fault:
             return False
         if self.function is not None and function != self.function:
             return False
-        return all(needle in str(params.get(name, "")) for name, needle in self.where.items())
+        return all(needle in str(params.get(name, "")) for name, needle in self.pairs)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["where"] = dict(self.where)
+        data["where"] = dict(self.pairs)
         return data
 
     @classmethod
@@ -344,11 +353,16 @@ install_from_environment()
 
 def task_environment(faults: list[Fault], folder: Path) -> dict[str, str]:
     """The variables that inject ``faults`` into a process started with them (the analysis task):
-    ``DICOMFLOW_FAULTS`` and a ``PYTHONPATH`` with a ``sitecustomize`` written to ``folder``."""
+    ``DICOMFLOW_FAULTS``, a ``PYTHONPATH`` with a ``sitecustomize`` written to ``folder``, and
+    ``DICOMFLOW_FAULTS_RECORD``: ``folder/injected.txt``, where the process writes what it injected."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
-    return {ENVIRONMENT: json.dumps([f.to_dict() for f in faults]), "PYTHONPATH": path}
+    return {
+        ENVIRONMENT: json.dumps([f.to_dict() for f in faults]),
+        RECORD: str(folder / "injected.txt"),
+        "PYTHONPATH": path,
+    }
 
 
 def install_from_environment() -> FaultInjector | None:
@@ -360,6 +374,15 @@ def install_from_environment() -> FaultInjector | None:
 
     injector = FaultInjector()
     injector.arm(*(Fault.from_dict(f) for f in json.loads(raw)))
+    record = os.environ.get(RECORD)
+    if record:
+        import atexit
+
+        def write() -> None:
+            with open(record, "a", encoding="utf-8") as fh:
+                fh.writelines(line + "\n" for line in injector.summary())
+
+        atexit.register(write)
     original = botocore.session.Session.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
