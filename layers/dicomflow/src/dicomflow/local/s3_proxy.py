@@ -186,18 +186,45 @@ class S3Proxy(BackgroundHttpServer):
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
+            _conn: http.client.HTTPConnection | None = None
+
             def _upstream(
                 self, method: str, path: str, body: bytes | None, headers: dict[str, str]
             ) -> tuple[int, str, list[tuple[str, str]], bytes]:
-                conn = http.client.HTTPConnection(
-                    proxy.upstream_host, proxy.upstream_port, timeout=proxy.upstream_timeout_s
-                )
+                # One kept-alive connection to moto per client connection (a pool the size of the
+                # device's workers): a new TCP connection per request costs moto a thread each.
+                for attempt in (0, 1):
+                    reused = self._conn is not None
+                    if self._conn is None:
+                        self._conn = http.client.HTTPConnection(
+                            proxy.upstream_host, proxy.upstream_port, timeout=proxy.upstream_timeout_s
+                        )
+                    try:
+                        self._conn.request(method, path, body=body, headers=headers)
+                        response = self._conn.getresponse()
+                        data = response.read()
+                        if response.will_close:
+                            self._close_upstream()
+                        return response.status, response.reason, response.getheaders(), data
+                    except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                        self._close_upstream()
+                        if not reused or attempt:
+                            raise  # moto closed a fresh connection: not a stale keep-alive
+                    except BaseException:
+                        self._close_upstream()
+                        raise
+                raise AssertionError("unreachable")
+
+            def _close_upstream(self) -> None:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+            def finish(self) -> None:
                 try:
-                    conn.request(method, path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    return response.status, response.reason, response.getheaders(), response.read()
+                    super().finish()
                 finally:
-                    conn.close()
+                    self._close_upstream()
 
             def _upload_in_progress(self, path: str, upload_id: str) -> bool:
                 """Whether moto still has the multipart upload (ListParts, one part)."""

@@ -68,8 +68,9 @@ DEFAULT_PART_SIZE = 8 * MiB  # what S3 tools default to; small parts also make m
 TOKEN_HEADER = "X-Dicomflow-Token"
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _HASH_CHUNK = 8 * MiB
-#: Single-PUT files completed per request (the API verifies them in parallel; it allows 100).
-_COMPLETE_BATCH = 50
+#: Single-PUT files completed per request (the API's limit): each request costs the API a batch
+#: read of their records and a listing, so fewer, larger batches cost less.
+_COMPLETE_BATCH = 100
 
 
 class UploadInterrupted(UploadError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, NoReturn
 
@@ -96,9 +97,7 @@ class ScansTable:
         """Write the file items, then the scan item (only if the scan id is new)."""
         scan_id = scan[PARTITION_KEY]
         try:
-            with self.table.batch_writer() as batch:
-                for item in files:
-                    batch.put_item(Item={PARTITION_KEY: scan_id, **item})
+            self._put_items([{PARTITION_KEY: scan_id, **item} for item in files])
             self.table.put_item(
                 Item={PARTITION_KEY: scan_id, SORT_KEY: SCAN_ITEM, **scan},
                 ConditionExpression="attribute_not_exists(#pk)",
@@ -113,18 +112,36 @@ class ScansTable:
     def get_file(self, scan_id: str, index: int) -> dict[str, Any] | None:
         return self._get(scan_id, file_item(index))
 
-    def files(self, scan_id: str) -> list[dict[str, Any]]:
-        """Every file item of the scan, in manifest order."""
+    def files(self, scan_id: str, count: int | None = None) -> list[dict[str, Any]]:
+        """Every file item of the scan, in manifest order. Given the scan's file ``count``, large
+        scans are read as a few ranges of positions queried at once (each query waits on its pages
+        one after the other)."""
+        if count is None or count <= _QUERY_RANGE:
+            return self._query_files(scan_id, None)
+        ranges = [(start, min(start + _QUERY_RANGE, count) - 1) for start in range(0, count, _QUERY_RANGE)]
+        with ThreadPoolExecutor(max_workers=min(_WRITERS, len(ranges))) as pool:
+            parts = list(pool.map(lambda r: self._query_files(scan_id, r), ranges))
+        return [item for part in parts for item in part]
+
+    def _query_files(self, scan_id: str, positions: tuple[int, int] | None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        names = {"#pk": PARTITION_KEY, "#sk": SORT_KEY}
+        if positions is None:
+            condition = "#pk = :pk AND begins_with(#sk, :prefix)"
+            values: dict[str, Any] = {":pk": scan_id, ":prefix": "file#"}
+        else:
+            condition = "#pk = :pk AND #sk BETWEEN :first AND :last"
+            values = {":pk": scan_id, ":first": file_item(positions[0]), ":last": file_item(positions[1])}
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
-            "ExpressionAttributeValues": {":pk": scan_id, ":prefix": "file#"},
+            "TableName": self.table.name,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
             "ConsistentRead": True,
         }
         try:
             while True:
-                response = self.table.query(**kwargs)
+                response = self.table.meta.client.query(**kwargs)
                 items.extend(_plain(item) for item in response.get("Items", []))
                 if "LastEvaluatedKey" not in response:
                     return items
@@ -154,6 +171,39 @@ class ScansTable:
             names,
             attrs,
         )
+
+    def put_files(self, scan_id: str, items: Iterable[Mapping[str, Any]]) -> None:
+        """Write whole file items, 25 a request (BatchWriteItem), without conditions: only for
+        writes that cannot race, such as marking single-PUT files complete whose objects storage
+        holds (an object at a file's key never changes: its URLs create only)."""
+        try:
+            self._put_items([{**item, PARTITION_KEY: scan_id} for item in items])
+        except Exception as exc:  # noqa: BLE001
+            _raise(exc, "put files")
+
+    def _put_items(self, items: list[dict[str, Any]]) -> None:
+        """BatchWriteItem, 25 items a request, a few requests in flight: a scan of 1500 files is 60
+        requests, and one after the other the caller waits on each round trip in turn."""
+        chunks = [items[i : i + _BATCH_WRITE] for i in range(0, len(items), _BATCH_WRITE)]
+        if not chunks:
+            return
+        client = self.table.meta.client  # clients are thread-safe; resources are not
+
+        def write(chunk: list[dict[str, Any]]) -> None:
+            requests: list[Any] = [{"PutRequest": {"Item": item}} for item in chunk]
+            for attempt in range(8):
+                response = client.batch_write_item(RequestItems={self.table.name: requests})
+                requests = response.get("UnprocessedItems", {}).get(self.table.name, [])
+                if not requests:
+                    return
+                time.sleep(min(2.0, 0.05 * 2**attempt))  # throttled: back off, send the rest
+            raise TransientStorageError(f"{len(requests)} item(s) stayed unprocessed; retry")
+
+        if len(chunks) == 1:
+            write(chunks[0])
+            return
+        with ThreadPoolExecutor(max_workers=min(_WRITERS, len(chunks))) as pool:
+            list(pool.map(write, chunks))
 
     def get_files(self, scan_id: str, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
         """The file items at ``indices`` (consistent reads, 100 keys a request), by index; an index
@@ -273,6 +323,9 @@ class ScansTable:
 
 
 _BATCH_GET = 100  # BatchGetItem's limit
+_BATCH_WRITE = 25  # BatchWriteItem's limit
+_WRITERS = 4  # requests in flight at once for one large read or write
+_QUERY_RANGE = 500  # positions per query when a large scan's files are read in ranges
 
 
 def _now() -> str:

@@ -30,8 +30,13 @@ Integrity, end to end (moto checks no checksum, so the pipeline must):
    the same read as the manifest's SHA-256); single-PUT files (at most one part) are streamed and
    compared with the manifest's SHA-256 outright. With ``verify="sha256"`` every object is streamed
    and compared with the manifest (costs a read of the object: fine locally, too slow for a 5 GiB
-   file within API Gateway's 29 s). A mismatch discards the object, restarts the file's upload and
-   answers 409 ``checksum_mismatch``: the device sends that file again; nothing wrong is accepted.
+   file within API Gateway's 29 s). With ``verify="storage"``, for a storage that enforces the
+   signed checksum (S3; locally, moto behind the S3 proxy, never moto alone), multipart files are
+   checked as with ``"parts"`` and single-PUT files are not read back: one listing of their keys
+   shows each is there with the manifest's size, which, since every URL for the key signs the
+   manifest's SHA-256 and creates only, means it holds the manifest's bytes (a wrong body was
+   refused at the PUT). A mismatch discards the object, restarts the file's upload and answers
+   409 ``checksum_mismatch``: the device sends that file again; nothing wrong is accepted.
 3. The validator (workflow) re-checks every file's SHA-256 against the manifest.
 """
 
@@ -120,8 +125,8 @@ class UploadConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.url_expiry_s <= 7 * 24 * 3600:
             raise InvalidInputError("presigned URL expiry must be 1 s to 7 days (SigV4's limit)")
-        if self.verify not in ("parts", "sha256"):
-            raise InvalidInputError("upload verify must be 'parts' or 'sha256'")
+        if self.verify not in ("parts", "sha256", "storage"):
+            raise InvalidInputError("upload verify must be 'parts', 'sha256' or 'storage'")
 
 
 class UploadService:
@@ -332,7 +337,7 @@ class UploadService:
             return _file_view(record)
         self._require_uploading(scan)
         hashes = None
-        if record["method"] == "multipart" and self.config.verify == "parts":
+        if record["method"] == "multipart" and self.config.verify != "sha256":
             data = _json_body(body)
             hashes = data.get("part_sha256") if isinstance(data, dict) else None
             if (
@@ -344,6 +349,11 @@ class UploadService:
                     f'the body must be {{"part_sha256": [...]}} with the SHA-256 (hex) of each of the '
                     f"{record['part_count']} parts, in order"
                 )
+        if record["method"] == "single" and self.config.verify == "storage":
+            result = self._complete_many(scan_id, [record])[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
         return self._complete_file(scan_id, record, hashes)
 
     # -- POST /scans/{id}/files/complete ------------------------------------------------------------
@@ -404,14 +414,20 @@ class UploadService:
         exception that refused it. (Each file keeps its own conditional write: a DynamoDB transaction
         of 100 would save round trips in AWS, but moto copies the whole table for every one.)"""
         hashes = part_hashes or {}
+        out: dict[int, dict[str, Any] | Exception] = {}
+        if self.config.verify == "storage":
+            singles = [r for r in records if r["method"] == "single" and r["state"] != "complete"]
+            out.update(self._complete_stored_singles(scan_id, singles))
 
         def one(record: dict[str, Any]) -> dict[str, Any] | Exception:
+            if record["index"] in out:
+                return out[record["index"]]
             if record["state"] == "complete":
                 return _file_view(record)
             given = hashes.get(record["index"])
             if (
                 record["method"] == "multipart"
-                and self.config.verify == "parts"
+                and self.config.verify != "sha256"
                 and (given is None or len(given) != record["part_count"])
             ):
                 return InvalidInputError(
@@ -420,9 +436,56 @@ class UploadService:
                 )
             return _capture(lambda: self._complete_file(scan_id, record, given))
 
-        workers = max(1, min(self.config.verify_workers, len(records)))
+        rest = [r for r in records if r["index"] not in out]
+        if len(rest) <= 1:
+            return [one(r) for r in records]
+        workers = max(1, min(self.config.verify_workers, len(rest)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, records))
+
+    def _complete_stored_singles(
+        self, scan_id: str, records: Sequence[dict[str, Any]]
+    ) -> dict[int, dict[str, Any] | Exception]:
+        """``verify="storage"``: complete single-PUT files from one listing of their keys, with no
+        read-back. Sound only where storage refuses a body that does not hash to the signed
+        ``x-amz-checksum-sha256`` (S3; locally, the S3 proxy): every URL for a file's key signs the
+        manifest's SHA-256 and creates only, so an object there of the manifest's size holds the
+        manifest's bytes. Each file gets its view, or the error its own completion would get; the
+        complete ones are written in batches (an object at the key never changes, so no condition
+        is needed: nothing can race the write but an abort, after which the scan accepts nothing)."""
+        if not records:
+            return {}
+        files_prefix = f"{self._scan_prefix(scan_id)}files/"
+        first = min(r["index"] for r in records)
+        last = max(r["index"] for r in records)
+        sizes = self.uploads.sizes(
+            files_prefix, start_after=f"{files_prefix}{first:05d}", last=f"{files_prefix}{last:05d}~"
+        )
+        out: dict[int, dict[str, Any] | Exception] = {}
+        done: list[dict[str, Any]] = []
+        now = _iso(self.clock())
+        for record in records:
+            where = f"files[{record['index']}]"
+            size = sizes.get(record["key"])
+            if size is None:
+                out[record["index"]] = UploadConflictError(
+                    f"{where} has not been uploaded yet: PUT it to its presigned URL, then complete it"
+                )
+            elif size != record["size"]:
+                try:
+                    self._restart_file(scan_id, record)
+                    out[record["index"]] = ChecksumMismatchError(
+                        f"{where}: the uploaded object has {size} bytes, the manifest says "
+                        f"{record['size']}; it was discarded: upload the file again"
+                    )
+                except Exception as exc:  # noqa: BLE001 - answered for this file alone
+                    out[record["index"]] = exc
+            else:
+                complete = record | {"state": "complete", "completed_at": now}
+                done.append(complete)
+                out[record["index"]] = _file_view(complete)
+        self.table.put_files(scan_id, done)
+        return out
 
     def _complete_file(
         self, scan_id: str, record: dict[str, Any], part_hashes: list[str] | None = None
@@ -531,7 +594,7 @@ class UploadService:
         scan = self._scan(scan_id)
         status = ScanStatus(scan["status"])
         if status is ScanStatus.UPLOADING:
-            files = self.table.files(scan_id)
+            files = self.table.files(scan_id, _file_count(scan))
             self._complete_remaining(scan_id, files)
             manifest = self._manifest_of(scan, files)
             manifest_key = self.manifest_key(scan_id)
@@ -635,7 +698,7 @@ class UploadService:
         a request per file.
         """
         scan = self._scan(scan_id)
-        files = self.table.files(scan_id)
+        files = self.table.files(scan_id, _file_count(scan))
         uploading = scan["status"] == str(ScanStatus.UPLOADING)
         listed = self._listed_parts(files) if uploading else {}
         complete = [f for f in files if f["state"] == "complete"]
@@ -717,7 +780,7 @@ class UploadService:
                 f"scan {scan_id} is {status}, past uploading; it can no longer be aborted"
             )
         aborted = 0
-        files = self.table.files(scan_id)
+        files = self.table.files(scan_id, _file_count(scan))
         for record in files:
             if record["method"] == "multipart" and record["state"] != "complete":
                 self.uploads.abort(record["key"], record["upload_id"])
@@ -913,6 +976,11 @@ def _same_checksum(stored: str, expected: str) -> bool:
     digest, _, count = stored.partition("-")
     want_digest, _, want_count = expected.partition("-")
     return digest == want_digest and (not count or count == want_count)
+
+
+def _file_count(scan: Mapping[str, Any]) -> int | None:
+    count = scan.get("file_count")
+    return int(count) if isinstance(count, int | float) else None
 
 
 def _capture(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | Exception:
