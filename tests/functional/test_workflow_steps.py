@@ -456,3 +456,45 @@ def test_no_step_result_event_log_or_record_carries_a_name(
     lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{") and '"level"' in line]
     assert failed["status"] == "FAILED"
     assert lines and all(line.get("correlation_id") in ("scan-a", "scan-b", "scan-c") for line in lines)
+
+
+def test_source_object_answers_as_s3_does_with_one_get_for_a_slice() -> None:
+    import hashlib
+
+    from dicomflow.workflow.reads import SourceObject, WrittenObjects
+
+    with mock_aws():
+        # Given a slice-sized object, one longer than the window, and an empty one
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=INGEST)
+        plain = S3ObjectStore(INGEST, client=s3)
+        bodies = {"small": bytes(range(256)) * 40, "large": bytes(range(251)) * 120, "empty": b""}
+        for key, body in bodies.items():
+            plain.put(key, body)
+        calls: list[str] = []
+        s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+        for key, body in bodies.items():
+            calls.clear()
+            # When the engines ask a SourceObject with a 16 KiB window
+            source = SourceObject(plain, key, window=16 * 1024)
+            answers = (
+                source.size(key),
+                source.get_range(key, 0, 132),
+                source.get_range(key, 10_000, 20_000),
+                source.get_range(key, len(body) + 5, len(body) + 9),
+                b"".join(source.iter_chunks(key, 4096)),
+                source.open_read(key).read(),
+            )
+            # Then it answers as S3 does, and a slice (or an empty object) costs one GET
+            assert answers == (
+                len(body), body[:132], body[10_000:20_000], b"", body, body
+            ), key  # fmt: skip
+            if key == "large":
+                assert calls[0] == "GetObject" and len(calls) > 1
+            else:
+                assert calls == ["GetObject"], key
+        # And an object PUT in one piece is recorded with the SHA-256 of what landed
+        written = WrittenObjects(plain)
+        written.put("out", bodies["small"])
+        stored = plain.get_range("out", 0, 1 << 20)
+        assert written.written["out"] == (len(stored), hashlib.sha256(stored).hexdigest())

@@ -61,6 +61,45 @@ class LocalAws:
         self.stop()
 
 
+_dispatch_cached = False
+
+
+def cache_request_dispatch() -> None:
+    """Make moto's server find a request's backend without scanning its own package every time.
+
+    moto 5.2's ``DomainDispatcherApplication.get_application`` runs under one lock for every
+    request of the server, and inside it ``get_backend_for_host`` lists moto's package folder
+    (``os.listdir`` plus an ``isdir`` per service, ~190 stat calls) and tries its URL patterns one
+    by one. Profiled on the default 4D-CT (tens of thousands of S3 requests), requests spent most of
+    their time queued on that lock. Both answers depend only on the host name and on moto's
+    installed files, so they are remembered per host: the same backend, found once.
+    """
+    global _dispatch_cached
+    if _dispatch_cached:
+        return
+    _dispatch_cached = True
+    import functools
+
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    modules = frozenset(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+    original = DomainDispatcherApplication.get_backend_for_host
+    found: dict[str | None, Any] = {}
+
+    @functools.wraps(original)
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host not in found:
+            backend = original(self, host)
+            if backend is None:
+                return None  # not remembered: moto prints its hint each time, as it did
+            found[host] = backend
+        return found[host]
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+
 def start_local_aws(
     *,
     ingest_bucket: str = "dicomflow-ingest",
@@ -71,6 +110,7 @@ def start_local_aws(
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    cache_request_dispatch()
 
     # Placeholders only if the developer has none: moto accepts any, and nothing must reach AWS.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

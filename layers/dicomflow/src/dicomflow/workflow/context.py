@@ -86,7 +86,9 @@ class StepContext:
 
     @cached_property
     def s3(self) -> Any:
-        return self.client("s3", max_pool_connections=32)
+        # Above the Maps' concurrency (40 batches at once locally share this client): a smaller
+        # pool discards a connection per request when full, and every request opens a new one.
+        return self.client("s3", max_pool_connections=64)
 
     def store(self, bucket: str) -> S3ObjectStore:
         """The store of ``bucket`` (one S3 client for all, so UploadPartCopy can go across)."""
