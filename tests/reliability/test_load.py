@@ -11,18 +11,26 @@ checks on 20 larger scans and measures the rate.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dicomflow.local.lambda_dispatch import load_handler
 from dicomflow.local.workflow_stack import WorkflowStack, start_workflow_stack
 from dicomflow.phantom import generate_phantom
 from dicomflow.upload.device import ApiClient, Uploader
 from tests.reliability.isolation import ScanUnderLoad, check_isolation, distinct_patients
 
 TOKEN = "load-token"
+#: The workflow's functions, each of which logs "step done" once per batch or scan, under the scan
+#: id as its correlation id (a tiny scan is one batch).
+STEPS = ("prepare_scan", "validate_batch", "validate_scan", "deidentify_batch", "deidentify_scan", "publish")
 DEVICES = 4
 #: Seeds whose phantoms have four different patients (names and IDs; checked below).
 SEEDS = (11, 12, 13, 14)
@@ -72,11 +80,35 @@ def upload_at_once(stack: WorkflowStack, scans: list[ScanUnderLoad]) -> list[Bas
     return errors
 
 
+def handler_log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """Every line the functions' powertools loggers write (they keep the stream they were made
+    with and do not propagate, so their handlers' streams are pointed here)."""
+    for step in STEPS:  # imported now, so that their loggers exist
+        load_handler(f"functions.{step}.handler.lambda_handler")
+    buffer = io.StringIO()
+    for step in STEPS:
+        for handler in logging.getLogger(step).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                monkeypatch.setattr(handler, "stream", buffer)
+    return buffer
+
+
+def steps_done(lines: str) -> dict[str, Counter[str]]:
+    """Per function, how many "step done" lines name each correlation id."""
+    done: dict[str, Counter[str]] = {step: Counter() for step in STEPS}
+    for line in lines.splitlines():
+        if line.startswith("{") and '"step done"' in line:
+            record = json.loads(line)
+            done[record["service"]][record.get("correlation_id")] += 1
+    return done
+
+
 def test_devices_uploading_at_once_all_complete_and_nothing_crosses(
-    stack: WorkflowStack, scans: list[ScanUnderLoad]
+    stack: WorkflowStack, scans: list[ScanUnderLoad], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given four phantoms of four different patients
+    # Given four phantoms of four different patients, and the functions' log lines caught
     assert distinct_patients(scans)
+    log = handler_log(monkeypatch)
     # When four devices upload them at once
     errors = upload_at_once(stack, scans)
     assert not errors, [type(e).__name__ + ": " + str(e) for e in errors]
@@ -89,6 +121,10 @@ def test_devices_uploading_at_once_all_complete_and_nothing_crosses(
     assert len({e["name"] for e in stack.executions()}) == DEVICES
     # And nothing crossed: keys, counts, UIDs, pseudonyms, results and planted values are each scan's own
     assert check_isolation(stack.client("s3"), buckets(stack), scans) == []
+    # And every function logged its step once for each scan, under that scan's id (in the local
+    # stack the invocations of all scans share one process and its loggers)
+    once_each = Counter({s.scan_id: 1 for s in scans})
+    assert steps_done(log.getvalue()) == {step: once_each for step in STEPS}
 
 
 def buckets(stack: WorkflowStack) -> dict[str, str]:

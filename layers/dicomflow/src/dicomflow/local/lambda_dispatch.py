@@ -102,6 +102,10 @@ class LambdaDispatcher:
         self._lock = threading.Lock()
         self.invocations: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        # One execution environment per function, which (as in Lambda) runs one invocation at a
+        # time: a handler's module state (its powertools Logger's keys, the correlation id, its
+        # Metrics) is the environment's, and two scans' invocations at once mixed them up.
+        self._environments: dict[str, threading.Lock] = {}
 
     def handler_for(self, function: Any) -> Handler:
         name = str(function.function_name)
@@ -117,6 +121,7 @@ class LambdaDispatcher:
         name = str(function.function_name)
         with self._lock:
             self.invocations[name] = self.invocations.get(name, 0) + 1
+            environment = self._environments.setdefault(name, threading.Lock())
         raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
         event = json.loads(raw) if raw else {}
         timeout = float(getattr(function, "timeout", 0) or 60)
@@ -129,7 +134,8 @@ class LambdaDispatcher:
             log_group_name=f"/aws/lambda/{name}",
         )
         try:
-            result = self.handler_for(function)(event, context)
+            with environment:
+                result = self.handler_for(function)(event, context)
         except Exception as exc:  # the runtime turns every exception into the envelope
             with self._lock:
                 self.errors[name] = self.errors.get(name, 0) + 1
