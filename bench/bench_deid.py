@@ -149,6 +149,8 @@ def main() -> int:
                 _print_run(run, files, size)
                 if tool == DICOMFLOW and run.ok and round_no == 0:
                     _print_engines(HERE / "out" / "dicomflow_report.json")
+                    if not _check_outputs(source, out):
+                        status = 1
                 _clear(out)
         runs = [_summary(tool, done) for tool, done in every.items()]
         print(f"  summary (best of {REPEAT} for {', '.join(sorted(FAST_TOOLS))}; median in brackets)")
@@ -356,6 +358,55 @@ def _print_engines(report: Path) -> None:
         for entry in files:
             engines[str(entry.get("engine"))] = engines.get(str(entry.get("engine")), 0) + 1
         print(f"    dicomflow header engine: {', '.join(f'{k} {v}' for k, v in sorted(engines.items()))}")
+
+
+def _pixel_value_hash(path: Path) -> tuple[str, int] | None:
+    """BLAKE3 of the Pixel Data value's bytes, found by pydicom (not by dicomflow's own reader,
+    so the check does not share the de-identifier's idea of where the pixels are); None if none."""
+    import pydicom
+    from blake3 import blake3
+
+    ds = pydicom.dcmread(path, defer_size=1024, stop_before_pixels=False)
+    raw = ds._dict.get(0x7FE00010)
+    if raw is None or getattr(raw, "value_tell", None) is None:
+        return None
+    hasher = blake3(max_threads=blake3.AUTO)
+    with open(path, "rb") as fh:
+        fh.seek(raw.value_tell)
+        left = raw.length
+        while left > 0:
+            chunk = fh.read(min(left, 16 * 1024 * 1024))
+            if not chunk:
+                break
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher.hexdigest(), raw.length
+
+
+def _check_outputs(source: Path, out: Path) -> bool:
+    """Every output of dicomflow's run accepted by ``dicomflow validate``, and its Pixel Data the
+    source's byte for byte (BLAKE3 of the value, located by pydicom in both files). Untimed."""
+    outputs = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else []
+    sources = {p.name: p for p in ([source] if source.is_file() else sorted(source.rglob("*.dcm")))}
+    done = subprocess.run(
+        [str(BIN / "dicomflow"), "validate", str(out)], capture_output=True, text=True, check=False
+    )
+    said = [line for line in (done.stderr + done.stdout).splitlines() if line.startswith("validate:")]
+    summary = said[-1] if said else "no summary"
+    same = sum(
+        1
+        for p in outputs
+        if p.name in sources
+        and (h := _pixel_value_hash(p)) is not None
+        and h == _pixel_value_hash(sources[p.name])
+    )
+    ok = done.returncode == 0 and same == len(outputs) == len(sources)
+    print(
+        f"    dicomflow outputs checked: {summary} (exit {done.returncode}); pixel values identical to "
+        f"the source's in {same}/{len(outputs)} (of {len(sources)} inputs) -> {'ok' if ok else 'FAILED'}",
+        flush=True,
+    )
+    return ok
 
 
 def _clear(path: Path) -> None:

