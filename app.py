@@ -29,6 +29,9 @@ CONTEXT_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "modelSha256": ("model_sha256", str),
     "logLevel": ("log_level", lambda v: str(v).upper()),
     "objectLock": ("object_lock", lambda v: v is True or str(v).lower() in ("true", "1", "yes")),
+    "abortIncompleteUploadDays": ("abort_incomplete_upload_days", int),
+    "tombstoneRetentionDays": ("tombstone_retention_days", int),
+    "noncurrentVersionDays": ("noncurrent_version_days", int),
 }
 
 

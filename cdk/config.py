@@ -61,10 +61,27 @@ class StackConfig:
     log_level: str = "INFO"
     #: S3 Object Lock (governance mode, raw_retention_days) on the ingest bucket; only at creation.
     object_lock: bool = False
+    #: Days before S3 aborts a multipart upload that was never completed (every bucket): its parts
+    #: are billed and, in the ingest bucket, raw PHI that no scan accounts for.
+    abort_incomplete_upload_days: int = 1
+    #: Days before an aborted scan's tombstones (the empty objects tagged ``dicomflow-tombstone``
+    #: left at its single-PUT keys) expire. A tombstone must outlive every URL signed for its key,
+    #: and SigV4 URLs live at most 7 days: shorter lets a URL signed for longer land after it.
+    tombstone_retention_days: int = 7
+    #: Days an object version stays once it is replaced or deleted in the ingest bucket (tombstones'
+    #: and raw PHI's old versions alike).
+    noncurrent_version_days: int = 1
 
     def __post_init__(self) -> None:
         if self.raw_retention_days < 1:
             raise ValueError(f"rawRetentionDays must be at least 1, got {self.raw_retention_days}")
+        for name, days in (
+            ("abortIncompleteUploadDays", self.abort_incomplete_upload_days),
+            ("tombstoneRetentionDays", self.tombstone_retention_days),
+            ("noncurrentVersionDays", self.noncurrent_version_days),
+        ):
+            if days < 1:
+                raise ValueError(f"{name} must be at least 1, got {days}")
         if self.log_retention_days not in _RETENTION:
             allowed = ", ".join(str(d) for d in _RETENTION)
             raise ValueError(f"logRetentionDays must be one of {allowed}; got {self.log_retention_days}")

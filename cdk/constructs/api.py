@@ -4,9 +4,17 @@ IAM (SigV4) authorisation on every method; the stage throttles, validates reques
 access logs (never bodies: data tracing is off, manifests carry file names) to an encrypted log
 group and traces with X-Ray. When the context names a domain, a certificate and a truststore, the
 API is served only on that mutual-TLS custom domain (the execute-api endpoint is disabled).
+
+Whatever refuses a request, the device reads one shape, the handler's ``{"error": code, "message":
+reason}`` (functions/upload_api/handler.py): API Gateway's own answers (a missing or bad signature,
+IAM's denial, throttling, a body over 10 MB, a validation failure, a timeout) are gateway responses
+with that body (:data:`GATEWAY_ERRORS`), never its bare ``{"message": "Missing Authentication
+Token"}``.
 """
 
 from __future__ import annotations
+
+import json
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
@@ -36,6 +44,77 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/scans/{scan_id}/files/{index}/parts"),
     ("POST", "/scans/{scan_id}/files/{index}/complete"),
 )
+
+
+_SIGV4 = (
+    "sign every request with SigV4 (service execute-api): set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) of an identity allowed execute-api:Invoke on this API"
+)
+#: API Gateway's own refusals -> (error code, message). The codes are the handler's and the local
+#: gateway's where they mean the same (``missing_token``, ``too_large``, ``invalid_request``,
+#: ``not_found``, ``unavailable``, ``internal``), so a device reacts to one vocabulary; ``None`` as
+#: the message passes API Gateway's own (``$context.error.messageString``, already a JSON string).
+#: An unknown route also answers MISSING_AUTHENTICATION_TOKEN under IAM authorisation: its code is
+#: not ``not_found``, which the device reads as "no such scan".
+GATEWAY_ERRORS: dict[apigw.ResponseType, tuple[str, str | None]] = {
+    apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN: (
+        "missing_token",
+        f"Missing Authentication Token (or no such route): {_SIGV4}",
+    ),
+    apigw.ResponseType.INVALID_SIGNATURE: (
+        "invalid_signature",
+        f"the request's SigV4 signature does not match: {_SIGV4}, and check the clock and region",
+    ),
+    apigw.ResponseType.EXPIRED_TOKEN: (
+        "expired_token",
+        "the credentials that signed the request have expired: refresh AWS_SESSION_TOKEN and retry",
+    ),
+    apigw.ResponseType.ACCESS_DENIED: (
+        "forbidden",
+        "the signing identity is not allowed execute-api:Invoke on this route: grant it in IAM",
+    ),
+    apigw.ResponseType.UNAUTHORIZED: ("unauthorized", f"the request is not authenticated: {_SIGV4}"),
+    apigw.ResponseType.WAF_FILTERED: ("forbidden", "the request was refused by the API's web ACL"),
+    apigw.ResponseType.REQUEST_TOO_LARGE: (
+        "too_large",
+        "Request Too Long: the body is over API Gateway's 10 MB limit; send fewer files per request",
+    ),
+    apigw.ResponseType.BAD_REQUEST_BODY: (
+        "invalid_request",
+        "the body must be a JSON object (Content-Type: application/json)",
+    ),
+    apigw.ResponseType.BAD_REQUEST_PARAMETERS: ("invalid_request", None),
+    apigw.ResponseType.UNSUPPORTED_MEDIA_TYPE: (
+        "invalid_request",
+        "send JSON bodies with Content-Type: application/json",
+    ),
+    apigw.ResponseType.RESOURCE_NOT_FOUND: ("not_found", None),
+    apigw.ResponseType.THROTTLED: ("throttled", "too many requests: retry with backoff"),
+    apigw.ResponseType.QUOTA_EXCEEDED: ("throttled", "the API's quota is used up: retry later"),
+    apigw.ResponseType.INTEGRATION_TIMEOUT: (
+        "unavailable",
+        "the upload API did not answer in time: retry with backoff (resume continues where it was)",
+    ),
+    apigw.ResponseType.INTEGRATION_FAILURE: ("internal", "the upload API's function failed; retry"),
+    apigw.ResponseType.DEFAULT_4_XX: ("invalid_request", None),
+    apigw.ResponseType.DEFAULT_5_XX: ("internal", None),
+}
+
+
+def gateway_error_template(code: str, message: str | None) -> str:
+    """The body of a gateway response (a mapping template): ``{"error": code, "message": ...}``.
+
+    Examples
+    --------
+    >>> gateway_error_template("throttled", "retry")
+    '{"error": "throttled", "message": "retry"}'
+    >>> gateway_error_template("internal", None)
+    '{"error": "internal", "message": $context.error.messageString}'
+    """
+    if message is None:
+        return '{"error": ' + json.dumps(code) + ', "message": $context.error.messageString}'
+    assert "$" not in message, "a literal message must not read as a template variable"
+    return json.dumps({"error": code, "message": message})
 
 
 class UploadApi(Construct):
@@ -113,6 +192,14 @@ class UploadApi(Construct):
                 request_models={"application/json": body_model} if method == "POST" else None,
             )
 
+        for response_type, (code, message) in GATEWAY_ERRORS.items():
+            self.api.add_gateway_response(
+                f"Error{_construct_suffix(response_type)}",
+                type=response_type,
+                templates={"application/json": gateway_error_template(code, message)},
+                response_headers={"Content-Type": "'application/json'"},
+            )
+
         self.domain: apigw.DomainName | None = None
         if config.mtls:
             assert config.api_domain_name and config.api_certificate_arn and config.mtls_truststore_uri
@@ -160,3 +247,8 @@ class UploadApi(Construct):
         if self.domain is not None:
             return f"https://{self.domain.domain_name}/"
         return self.api.url
+
+
+def _construct_suffix(response_type: apigw.ResponseType) -> str:
+    """``MISSING_AUTHENTICATION_TOKEN`` -> ``MissingAuthenticationToken`` (a stable construct id)."""
+    return "".join(p.capitalize() for p in response_type.response_type.split("_"))

@@ -41,10 +41,72 @@ MAP_FUNCTIONS = ("validate_batch", "deidentify_batch")
 
 @dataclass(frozen=True)
 class Binding:
-    """A resource a function may use: the value its settings field carries and how to grant access."""
+    """A resource a function may use: the value its settings field carries and how to grant access.
+
+    ``grant_calls`` (buckets only) grants exactly the S3 actions given, on the scans' objects, in
+    place of ``grant``'s CDK action families: functions use it with :data:`S3_CALLS`.
+    """
 
     value: str
     grant: Callable[[iam.IGrantable, topology.Access], object]
+    grant_calls: Callable[[iam.IGrantable, tuple[str, ...]], object] | None = None
+
+
+# S3 actions, named for the requests that need them (IAM authorises several requests per action).
+#: GetObject, HeadObject and ranged GETs; the source of UploadPartCopy and CopyObject.
+GET = "s3:GetObject"
+#: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload; the destination of
+#: UploadPartCopy and CopyObject. A presigned URL acts with its signer's permissions, so the upload
+#: API's role needs it for the device's PUTs too.
+PUT = "s3:PutObject"
+ABORT = "s3:AbortMultipartUpload"
+LIST_PARTS = "s3:ListMultipartUploadParts"
+DELETE = "s3:DeleteObject"
+GET_TAGS = "s3:GetObjectTagging"
+#: PutObjectTagging, and a PutObject that carries ``x-amz-tagging``.
+PUT_TAGS = "s3:PutObjectTagging"
+#: ListObjectsV2 (on the bucket); also what makes S3 answer 404, not 403, for a missing key, which
+#: the steps read as ObjectNotFoundError: every function that reads gets it.
+LIST = "s3:ListBucket"
+#: Where every function's objects are, in every bucket (upload service ``UploadConfig.prefix``,
+#: ``dicomflow.workflow.work.PREFIX``, the ASL's ``results_prefix``).
+OBJECTS = "scans/*"
+
+#: Exactly the S3 actions each function's code calls, per bucket it uses (the calls, read from its
+#: step, are beside each). CDK's bucket grants give action families instead (``s3:DeleteObject*``
+#: takes in DeleteObjectVersion, which would let a function erase PHI's history; ``s3:PutObject*``
+#: takes in ACLs, legal holds, retention). A function whose code makes a new call needs it here:
+#: tests/infrastructure asserts each role holds these and nothing more.
+S3_CALLS: dict[str, dict[str, tuple[str, ...]]] = {
+    # upload/service.py, upload/presign.py: create/complete/abort multipart uploads, ListParts,
+    # presigned UploadPart and PutObject (signed by this role), HeadObject with checksums, GET to
+    # verify, PUT of the stored manifest, DELETE of a file that failed its check and of an aborted
+    # scan's objects (listed), tombstones: PutObject with x-amz-tagging.
+    "upload_api": {"bucket:ingest": (GET, PUT, PUT_TAGS, LIST_PARTS, ABORT, DELETE, LIST)},
+    # workflow/prepare.py: reads the stored manifest, writes work/items.json.
+    "prepare_scan": {"bucket:ingest": (GET, PUT, LIST)},
+    # workflow/validate_batch.py: HeadObject, ranged GETs and a streamed GET per file; the report.
+    "validate_batch": {"bucket:ingest": (GET, PUT, LIST)},
+    # workflow/validate_scan.py: the manifest, the batches' reports (listed), the scan's report.
+    "validate_scan": {"bucket:ingest": (GET, PUT, LIST)},
+    # workflow/deidentify_batch.py, deid/stream.py: ranged GETs of the originals (and the source of
+    # UploadPartCopy across buckets); held files into ingest's held/ (multipart, UploadPartCopy
+    # within the bucket, deleted if their pixels differ); the batch report. In the de-identified
+    # bucket: PutObject or multipart with UploadPartCopy, aborted on failure, ranged GETs for the
+    # pixel proof, HeadObject, CopyObject onto itself for S3's SHA-256, DELETE if pixels differ.
+    "deidentify_batch": {
+        "bucket:ingest": (GET, PUT, ABORT, DELETE, LIST),
+        "bucket:deidentified": (GET, PUT, ABORT, DELETE, LIST),
+    },
+    # workflow/deidentify_scan.py: the manifest and batch reports (listed) from ingest, its report
+    # into ingest; the de-identified manifest into the de-identified bucket (a PUT, nothing read).
+    "deidentify_scan": {"bucket:ingest": (GET, PUT, LIST), "bucket:deidentified": (PUT,)},
+    # workflow/publish.py: reads results.json.
+    "publish": {"bucket:results": (GET, LIST)},
+    # workflow/quarantine.py: the report and the manifest; tags the originals (GetObjectTagging,
+    # then PutObjectTagging with the merged set).
+    "quarantine": {"bucket:ingest": (GET, GET_TAGS, PUT_TAGS, LIST)},
+}
 
 
 def environment_for(spec: topology.FunctionSpec, bindings: Mapping[str, Binding]) -> dict[str, str]:
@@ -141,8 +203,22 @@ class Functions(Construct):
             dead_letter_queue=dlq,
             recursive_loop=lambda_.RecursiveLoop.TERMINATE,
         )
+        calls = S3_CALLS.get(name, {})
+        buckets = {r for r in spec.uses if r.startswith("bucket:")}
+        if set(calls) != buckets:
+            raise ValueError(
+                f"S3_CALLS[{name!r}] names {sorted(calls)} but topology.FUNCTIONS[{name!r}] uses "
+                f"{sorted(buckets)}: list the S3 actions its code calls on each bucket it uses"
+            )
+        if buckets and "key:data" not in spec.uses:
+            # The buckets are SSE-KMS: a function that reads or writes them needs the data key.
+            raise ValueError(f"{name} uses {sorted(buckets)} but not key:data (their SSE-KMS key)")
         for resource, access in spec.uses.items():
-            bindings[resource].grant(role, access)
+            binding = bindings[resource]
+            if resource in calls and binding.grant_calls is not None:
+                binding.grant_calls(role, calls[resource])
+            else:
+                binding.grant(role, access)
         self._acknowledge(function, name, reserved=reserved is not None, asynchronous=asynchronous)
         self.functions[name] = function
         self.log_groups[name] = log_group
@@ -242,7 +318,26 @@ def bucket_binding(bucket: s3.Bucket, role_name: str) -> Binding:
             findings.update(_key_findings(access, f"the {role_name} bucket's SSE-KMS"))
         acknowledge_grant(who, findings)
 
-    return Binding(bucket.bucket_name, grant)
+    def grant_calls(who: iam.IGrantable, actions: tuple[str, ...]) -> None:
+        object_actions = sorted(a for a in actions if a != LIST)
+        if object_actions:
+            who.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(actions=object_actions, resources=[bucket.arn_for_objects(OBJECTS)])
+            )
+        if LIST in actions:
+            who.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(actions=[LIST], resources=[bucket.bucket_arn])
+            )
+        acknowledge_grant(
+            who,
+            {
+                f"Resource::{logical_ref(bucket)}/{OBJECTS}": f"Objects of the {role_name} bucket under "
+                f"{OBJECTS}: keys are per scan, generated at run time; the actions are exactly those "
+                "its code calls (S3_CALLS).",
+            },
+        )
+
+    return Binding(bucket.bucket_name, grant, grant_calls)
 
 
 def _key_findings(access: topology.Access, use: str) -> dict[str, str]:

@@ -1,10 +1,14 @@
 """Storage: the data key, the pseudonym HMAC key, the buckets and the tables.
 
 Every bucket: versioned, public access blocked, TLS only, server access logs, incomplete multipart
-uploads aborted after a day, retained when the stack is deleted. The three data buckets use SSE-KMS
-with the data key and S3 Bucket Keys (one KMS call per bucket key period instead of one per object,
-which matters at 1,500 files a scan). The access-log bucket is SSE-S3: S3 server access logging
-cannot deliver to a bucket whose default encryption is SSE-KMS.
+uploads aborted (``abortIncompleteUploadDays``), retained when the stack is deleted. The three data
+buckets use SSE-KMS with the data key and S3 Bucket Keys (one KMS call per bucket key period instead
+of one per object, which matters at 1,500 files a scan). The access-log bucket is SSE-S3: S3 server
+access logging cannot deliver to a bucket whose default encryption is SSE-KMS.
+
+The ingest bucket also enforces the upload's immutability promise (:func:`deny_overwrites`): an
+object under ``scans/*/files/*`` can only be created, never replaced, whoever asks; an aborted
+scan's tombstones expire by their tag once no URL signed for their keys can still be used.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from cdk.config import StackConfig
 from cdk.nag import acknowledge, checkov_skip
 from dicomflow import topology
 from dicomflow.upload import scans_table
+from dicomflow.upload.presign import TOMBSTONE_TAG
+from dicomflow.upload.service import UploadConfig
 
 #: DynamoDB's attribute types in CloudFormation's letters.
 _ATTRIBUTE_TYPE = {
@@ -31,6 +37,10 @@ _ATTRIBUTE_TYPE = {
 #: The powertools idempotency table's fixed shape (its defaults: key ``id``, TTL ``expiration``).
 IDEMPOTENCY_KEY = "id"
 IDEMPOTENCY_TTL = "expiration"
+
+#: Where the upload API puts the scans' files (``UploadService.object_key``:
+#: ``scans/{id}/files/{index:05d}-{sha256[:16]}.dcm``): the keys that are create-only.
+FILES_PATTERN = f"{UploadConfig.prefix}*/files/*"
 
 _REPLICATION = (
     "Cross-region replication is a deployment decision (a second region for PHI needs its own "
@@ -111,7 +121,9 @@ class Storage(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="abort-incomplete-multipart",
-                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                    abort_incomplete_multipart_upload_after=Duration.days(
+                        config.abort_incomplete_upload_days
+                    ),
                 ),
                 s3.LifecycleRule(
                     id="expire-access-logs",
@@ -145,18 +157,32 @@ class Storage(Construct):
             lifecycle = [
                 s3.LifecycleRule(
                     id="abort-incomplete-multipart",
-                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                    abort_incomplete_multipart_upload_after=Duration.days(
+                        config.abort_incomplete_upload_days
+                    ),
                 ),
             ]
             if raw:
-                # Raw PHI is kept only as long as the deployment's policy says; old versions go a
-                # day after they are replaced or deleted.
+                # Raw PHI is kept only as long as the deployment's policy says; old versions go
+                # noncurrentVersionDays after they are replaced or deleted.
                 lifecycle.append(
                     s3.LifecycleRule(
                         id="expire-raw-phi",
                         expiration=Duration.days(config.raw_retention_days),
-                        noncurrent_version_expiration=Duration.days(1),
+                        noncurrent_version_expiration=Duration.days(config.noncurrent_version_days),
                         expired_object_delete_marker=False,
+                    )
+                )
+                # An aborted scan's tombstones (upload/presign.py: S3Uploads.tombstone) only have to
+                # outlive the URLs signed for their keys; they need not wait for the raw retention.
+                # (S3 refuses ExpiredObjectDeleteMarker beside a tag filter: the delete markers
+                # this leaves are free and carry no data.)
+                lifecycle.append(
+                    s3.LifecycleRule(
+                        id="expire-tombstones",
+                        tag_filters={TOMBSTONE_TAG[0]: TOMBSTONE_TAG[1]},
+                        expiration=Duration.days(config.tombstone_retention_days),
+                        noncurrent_version_expiration=Duration.days(config.noncurrent_version_days),
                     )
                 )
             bucket = s3.Bucket(
@@ -181,6 +207,8 @@ class Storage(Construct):
                 removal_policy=RemovalPolicy.RETAIN,
             )
             acknowledge(bucket, {"HIPAA.Security-S3BucketReplicationEnabled": _REPLICATION})
+            if raw:
+                deny_overwrites(bucket)
             self.buckets[role] = bucket
 
         self.tables: dict[str, dynamodb.Table] = {}
@@ -230,3 +258,41 @@ class Storage(Construct):
 def _bucket_id(role: str) -> str:
     """The construct id of a data bucket (``IngestBucket``): part of its stable logical id."""
     return f"{role.capitalize()}Bucket"
+
+
+def deny_overwrites(bucket: s3.Bucket) -> None:
+    """Make the scans' files create-only: S3 refuses any PutObject under :data:`FILES_PATTERN` that
+    does not carry ``If-None-Match`` (S3's condition key ``s3:if-none-match``), from any principal.
+
+    What carries it and what must be exempt (S3 User Guide, "Enforce conditional writes"):
+
+    - The device's single-PUT URLs sign ``If-None-Match: *`` and the upload API completes multipart
+      uploads and writes tombstones with ``IfNoneMatch="*"`` (upload/presign.py): all three are
+      object-creating requests with the header, so they pass, and a replay onto a completed file
+      gets 412 from S3 instead of overwriting it.
+    - CreateMultipartUpload, UploadPart and UploadPartCopy are authorised as ``s3:PutObject`` too but
+      cannot carry conditional headers; ``s3:ObjectCreationOperation`` is false for them, so the
+      ``Bool`` condition exempts them (a part lands in an upload, never on the key; only the
+      conditional CompleteMultipartUpload makes the object).
+    - CopyObject onto these keys is refused (403 without the header; S3 answers 501 with it): no
+      code copies onto an original (``S3ObjectStore.sha256`` copies onto itself only in the
+      de-identified bucket), and restoring an old version by copy is an operator's job to do with
+      this statement lifted, on purpose.
+
+    Deleting is not covered (the upload API deletes a file whose checksum failed, and the tombstone
+    replaces what landed by delete-then-create); versioning keeps what a delete removes for
+    ``noncurrentVersionDays``.
+    """
+    bucket.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="DenyOverwritingScanFiles",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(FILES_PATTERN)],
+            conditions={
+                "Null": {"s3:if-none-match": "true"},
+                "Bool": {"s3:ObjectCreationOperation": "true"},
+            },
+        )
+    )
