@@ -25,9 +25,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomflow.errors import DicomflowError
+
+if TYPE_CHECKING:
+    from dicomflow.local.lambda_pool import ProcessEnvironments
 
 log = logging.getLogger("dicomflow.local.lambda")
 
@@ -96,8 +99,13 @@ class LambdaDispatcher:
     counted by function name in ``invocations`` (a test can see what was retried).
     """
 
-    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
+    def __init__(
+        self, handlers: dict[str, Handler] | None = None, environments: ProcessEnvironments | None = None
+    ) -> None:
         self.overrides = dict(handlers or {})
+        #: If given, every function but the overridden ones runs in these processes (one
+        #: invocation per environment at a time, as in Lambda) instead of this one.
+        self.environments = environments
         self._loaded: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self.invocations: dict[str, int] = {}
@@ -133,17 +141,34 @@ class LambdaDispatcher:
             deadline=time.monotonic() + timeout,
             log_group_name=f"/aws/lambda/{name}",
         )
+        if self.environments is not None and name not in self.overrides:
+            fields = {k: v for k, v in vars(context).items() if k != "deadline"}
+            try:
+                ok, result = self.environments.invoke(str(function.handler), event, fields, timeout)
+            except Exception as exc:  # noqa: BLE001 - the environment itself broke (a worker died)
+                ok, result = False, error_envelope(exc)
+            if not ok:
+                return self._failed(name, result, response_headers)
+            return json.dumps(result).encode("utf-8")
         try:
             with environment:
                 result = self.handler_for(function)(event, context)
         except Exception as exc:  # the runtime turns every exception into the envelope
-            with self._lock:
-                self.errors[name] = self.errors.get(name, 0) + 1
-            log.info("function %s raised %s", name, type(exc).__name__)
             log.debug("function %s failed", name, exc_info=True)
-            response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps(error_envelope(exc)).encode("utf-8")
+            return self._failed(name, error_envelope(exc), response_headers)
         return json.dumps(result).encode("utf-8")
+
+    def _failed(self, name: str, envelope: dict[str, Any], response_headers: dict[str, Any]) -> bytes:
+        with self._lock:
+            self.errors[name] = self.errors.get(name, 0) + 1
+        log.info("function %s raised %s", name, envelope.get("errorType"))
+        response_headers["x-amz-function-error"] = "Unhandled"
+        return json.dumps(envelope).encode("utf-8")
+
+    def close(self) -> None:
+        """Stop the execution environments' processes, if any."""
+        if self.environments is not None:
+            self.environments.close()
 
 
 _installed: LambdaDispatcher | None = None

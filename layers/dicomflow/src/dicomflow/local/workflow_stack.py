@@ -103,6 +103,7 @@ class WorkflowStack:
     def stop(self) -> None:
         self.upload.stop()  # the gateway, the proxy and moto
         lambda_dispatch.uninstall(self.dispatcher)
+        self.dispatcher.close()
         ecs_runner.install(None)
         for name, value in self._saved_env.items():
             if value is None:
@@ -133,16 +134,21 @@ def start_workflow_stack(
     with_proxy: bool = True,
     data_dir: Path | None = None,
     handlers: dict[str, Handler] | None = None,
+    lambda_workers: int | None = None,
     **settings: Any,
 ) -> WorkflowStack:
     """Start moto, provision the topology, and serve the upload API on ``port`` (0: a free one).
 
     ``handlers`` replaces functions' handlers by function name (``dicomflow-validate_batch``...;
-    tests); ``data_dir`` receives the analysis tasks' output; ``settings`` override upload
+    tests); ``lambda_workers`` > 0 runs the handlers in that many processes, each one Lambda
+    execution environment (:mod:`dicomflow.local.lambda_pool`; default
+    ``DICOMFLOW_LOCAL_LAMBDA_WORKERS``, else 0: in this process, where tests can reach their
+    clients); ``data_dir`` receives the analysis tasks' output; ``settings`` override upload
     :class:`~dicomflow.settings.Settings` fields (``part_size``...).
     """
     names = topology.LOCAL_NAMES
     local = start_local_aws(ingest_bucket=names["bucket:ingest"], scans_table=names["table:scans"])
+    dispatcher: LambdaDispatcher | None = None
     try:
         created = provision(local)
         saved: dict[str, str | None] = {}
@@ -151,7 +157,15 @@ def start_workflow_stack(
             saved[name] = os.environ.get(name)
             os.environ[name] = value
         _reset_settings()
-        dispatcher = LambdaDispatcher(handlers)
+        if lambda_workers is None:
+            lambda_workers = int(os.environ.get("DICOMFLOW_LOCAL_LAMBDA_WORKERS") or 0)
+        environments = None
+        if lambda_workers > 0:
+            from dicomflow.local.lambda_pool import ProcessEnvironments
+
+            environments = ProcessEnvironments(lambda_workers, dict(os.environ))
+            environments.warm()
+        dispatcher = LambdaDispatcher(handlers, environments)
         lambda_dispatch.install(dispatcher)
         sfn_emulation.install()
         task_env = dict(created.settings)
@@ -170,6 +184,8 @@ def start_workflow_stack(
             local=local, with_proxy=with_proxy, token=token, port=port, processor=processor, **settings
         )
     except BaseException:
+        if dispatcher is not None:
+            dispatcher.close()
         local.stop()
         raise
     return WorkflowStack(
