@@ -278,3 +278,36 @@ def distinct_patients(scans: Iterable[ScanUnderLoad]) -> bool:
         for s in scans
     ]
     return len({name for name, _ in seen}) == len(seen) and len({pid for _, pid in seen}) == len(seen)
+
+
+#: The workflow's functions: each logs "step done" under the scan id as its correlation id, once
+#: per scan, or once per batch with the batch's file ``count``.
+SCAN_STEPS = ("prepare_scan", "validate_scan", "deidentify_scan", "publish")
+BATCH_STEPS = ("validate_batch", "deidentify_batch")
+
+
+def check_step_logs(lines: str, scans: Sequence[ScanUnderLoad]) -> list[str]:
+    """The functions' JSON log lines say each scan's steps under its own id: one "step done" per
+    scan step, and batch lines whose counts add up to the scan's files (a retried step would log
+    twice and be reported too)."""
+    done: dict[tuple[str, str], list[int]] = {}
+    for line in lines.splitlines():
+        if not line.startswith("{") or '"step done"' not in line:
+            continue
+        entry = json.loads(line)
+        done.setdefault((entry["service"], str(entry.get("correlation_id"))), []).append(
+            int(entry.get("count", 1))
+        )
+    problems = []
+    for n, scan in enumerate(scans):
+        files = len(scan.manifest["files"])
+        for step in SCAN_STEPS:
+            logged = len(done.pop((step, scan.scan_id), []))
+            if logged != 1:
+                problems.append(f"scan #{n}: {step} logged 'step done' {logged} times under its id")
+        for step in BATCH_STEPS:
+            counted = sum(done.pop((step, scan.scan_id), []))
+            if counted != files:
+                problems.append(f"scan #{n}: {step} logged {counted} files under its id, for {files}")
+    problems += [f"{step} logged 'step done' under an id of no scan of the run" for step, _ in done]
+    return problems

@@ -12,10 +12,8 @@ checks on 20 larger scans and measures the rate.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +23,17 @@ from dicomflow.local.lambda_dispatch import load_handler
 from dicomflow.local.workflow_stack import WorkflowStack, start_workflow_stack
 from dicomflow.phantom import generate_phantom
 from dicomflow.upload.device import ApiClient, Uploader
-from tests.reliability.isolation import ScanUnderLoad, check_isolation, distinct_patients
+from tests.reliability.isolation import (
+    BATCH_STEPS,
+    SCAN_STEPS,
+    ScanUnderLoad,
+    check_isolation,
+    check_step_logs,
+    distinct_patients,
+)
 
 TOKEN = "load-token"
-#: The workflow's functions, each of which logs "step done" once per batch or scan, under the scan
-#: id as its correlation id (a tiny scan is one batch).
-STEPS = ("prepare_scan", "validate_batch", "validate_scan", "deidentify_batch", "deidentify_scan", "publish")
+STEPS = SCAN_STEPS + BATCH_STEPS
 DEVICES = 4
 #: Seeds whose phantoms have four different patients (names and IDs; checked below).
 SEEDS = (11, 12, 13, 14)
@@ -93,16 +96,6 @@ def handler_log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     return buffer
 
 
-def steps_done(lines: str) -> dict[str, Counter[str]]:
-    """Per function, how many "step done" lines name each correlation id."""
-    done: dict[str, Counter[str]] = {step: Counter() for step in STEPS}
-    for line in lines.splitlines():
-        if line.startswith("{") and '"step done"' in line:
-            record = json.loads(line)
-            done[record["service"]][record.get("correlation_id")] += 1
-    return done
-
-
 def test_devices_uploading_at_once_all_complete_and_nothing_crosses(
     stack: WorkflowStack, scans: list[ScanUnderLoad], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,8 +116,7 @@ def test_devices_uploading_at_once_all_complete_and_nothing_crosses(
     assert check_isolation(stack.client("s3"), buckets(stack), scans) == []
     # And every function logged its step once for each scan, under that scan's id (in the local
     # stack the invocations of all scans share one process and its loggers)
-    once_each = Counter({s.scan_id: 1 for s in scans})
-    assert steps_done(log.getvalue()) == {step: once_each for step in STEPS}
+    assert check_step_logs(log.getvalue(), scans) == []
 
 
 def buckets(stack: WorkflowStack) -> dict[str, str]:
@@ -155,3 +147,5 @@ def test_the_checks_see_a_crossing(stack: WorkflowStack, scans: list[ScanUnderLo
     assert any("scan #0: its seg names another patient" in p for p in problems), problems
     assert any("scan #0: its seg references" in p for p in problems), problems
     assert check_isolation(s3, names, scans) == []
+    # And a log without the steps' lines is found short for every step of every scan
+    assert len(check_step_logs("", scans)) == len(scans) * len(STEPS)

@@ -50,7 +50,18 @@ class LocalAws:
         }
 
     def stop(self) -> None:
+        """Stop the server and drop what it held.
+
+        moto's backends belong to the process, not to the server: without the reset, the next
+        server in this process (the next test module's stack) would start with this one's objects,
+        executions and items, and a check that "every key lies under a scan of the run" would see
+        another run's scans."""
         if self.server is not None:
+            import urllib.request
+
+            with contextlib.suppress(OSError):
+                request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+                urllib.request.urlopen(request, timeout=30).close()
             self.server.stop()
             self.server = None
 
