@@ -9,9 +9,11 @@ the calls that a :class:`Fault` selects with the error AWS would send: S3 ``Slow
 
 A fault selects calls by service and operation (botocore's names: ``s3``/``GetObject``), by the
 Lambda function the call comes from (``dicomflow-validate_batch``; the injector wraps the local
-dispatcher to know it), by the calls' parameters (``where``: substrings of ``Key``,
-``TableName``...), and by position: the ``nth`` selected call fails, and the ``times - 1`` after
-it (``times=None``: every one from the ``nth`` on, a persistent fault).
+dispatcher to know it, in the handler's own thread: calls from threads a handler starts, such as
+the quarantine's tagging, are selected with ``function=None``), by the calls' parameters
+(``where``: substrings of ``Key``, ``TableName``...), and by position: the ``nth`` selected call
+fails, and the ``times - 1`` after it (``times=None``: every one from the ``nth`` on, a persistent
+fault).
 
 Two depths, as a fault can meet the SDK or pass it:
 
