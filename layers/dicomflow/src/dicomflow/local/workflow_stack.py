@@ -180,6 +180,10 @@ def start_workflow_stack(
         processor = StepFunctionsProcessor(
             local.client("stepfunctions"), created.state_machine_arn, local.ingest_bucket
         )
+        if with_proxy:
+            # The proxy refuses a body that does not hash to its signed SHA-256, as S3 does, so the
+            # upload API need not read small files back (dicomflow.upload.service, "storage").
+            settings.setdefault("upload_verify", "storage")
         upload = start_upload_stack(
             local=local, with_proxy=with_proxy, token=token, port=port, processor=processor, **settings
         )
