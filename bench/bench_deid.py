@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common import BIN, WORK, _TreeSampler, header, record
+from common import BIN, GNU_TIME, WORK, _TreeSampler, header, record
 
 HERE = WORK / "deid"
 TIMEOUT_S = float(os.environ.get("DEID_BENCH_TIMEOUT", "300"))
@@ -57,7 +57,6 @@ REPEAT = max(1, int(os.environ.get("DEID_BENCH_REPEAT", "5")))
 FAST_TOOLS = frozenset({"cp", "gdcmanon", "dicomflow"})
 QUICK = os.environ.get("DEID_BENCH_QUICK") == "1"
 DICOMFLOW = "dicomflow"
-GNU_TIME = "/usr/bin/time"
 GDCM_INSTALL = "apt-get update && apt-get install -y libgdcm-tools"
 
 

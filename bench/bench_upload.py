@@ -24,6 +24,7 @@ after the other, interleaved, in the same run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -180,6 +181,8 @@ def main() -> int:
         with start_upload_stack(
             local=local, part_size=PART_MIB * 1024**2, with_proxy=True, upload_verify="storage"
         ) as stack:
+            # The upload API's INFO lines ("scan created", ...) would fall between the figures.
+            logging.getLogger("upload-api").setLevel(logging.WARNING)
             s3 = local.client("s3")
             assert stack.proxy is not None and stack.proxy.verify_checksums
             s3_url = stack.proxy.url  # what both uploaders talk to

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench"
 BIN = Path(sys.executable).parent
+GNU_TIME = "/usr/bin/time"  # reports a command's own peak RSS (see measure)
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,20 @@ def measure(
 ) -> Measurement:
     """Run ``cmd`` and return its wall time and peak resident memory: the largest single process
     (the process and the descendants it waited for, from ``wait4``) and the largest sum over the
-    process tree (sampled every 20 ms, so that worker pools count in full)."""
+    process tree (sampled every 20 ms, so that worker pools count in full).
+
+    Linux carries the spawning process's high-water RSS into the child's ``ru_maxrss`` across exec:
+    a child of a benchmark holding a local stack (400 MB) would report 400 MB whatever it used. So
+    the command runs under GNU time, small itself, which reports the command's own figure; wait4's
+    is the fallback where GNU time is not installed."""
     out = subprocess.DEVNULL if quiet else None
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as scratch:
+        rss_file = Path(scratch) / "maxrss"
+        argv = [str(c) for c in cmd]
+        if Path(GNU_TIME).exists():
+            argv = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv]
         start = time.perf_counter()
-        proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
         sampler = _TreeSampler(proc.pid)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -58,15 +68,18 @@ def measure(
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         stderr = err.read().decode(errors="replace")
+        maxrss_kb = usage.ru_maxrss
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            maxrss_kb = int(rss_file.read_text().split()[-1])
     code = proc.returncode
     if check and code != 0:
         raise RuntimeError(f"{name}: {' '.join(map(str, cmd))} exited {code}\n{stderr[-2000:]}")
     return Measurement(
         name=name,
         wall_s=wall,
-        peak_rss_mb=usage.ru_maxrss / 1024.0,
+        peak_rss_mb=maxrss_kb / 1024.0,
         returncode=code,
-        peak_tree_mb=max(sampler.peak_mb, usage.ru_maxrss / 1024.0),
+        peak_tree_mb=max(sampler.peak_mb, maxrss_kb / 1024.0),
     )
 
 

@@ -37,7 +37,7 @@ class Settings:
     max_total_size: int = ManifestLimits.max_total_size
     presigned_url_expiry_s: int = 900
     part_size: int = 64 * 1024 * 1024
-    upload_verify: str = "parts"  # or "sha256": see dicomflow.upload.service
+    upload_verify: str = "parts"  # or "sha256" or "storage": see dicomflow.upload.service
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
