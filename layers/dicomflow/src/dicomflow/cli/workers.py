@@ -154,7 +154,13 @@ def _map_spawned(
             while (waiting and not broken) or running:
                 while waiting and not broken and len(running) < 2 * workers:
                     span = waiting.popleft()
-                    running[pool.submit(_run_chunk, fn, [jobs[i] for i in span])] = span
+                    try:
+                        running[pool.submit(_run_chunk, fn, [jobs[i] for i in span])] = span
+                    except BrokenProcessPool:
+                        # The pool broke after the last wait (a worker died meanwhile): this chunk
+                        # was never sent, so it is not lost; the next pool takes it.
+                        waiting.appendleft(span)
+                        broken = True
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     span = running.pop(future)
