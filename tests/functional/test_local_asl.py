@@ -58,7 +58,8 @@ def test_every_error_name_in_retry_and_catch_exists(asl: dict[str, Any]) -> None
         for clause in (*state.get("Retry", []), *state.get("Catch", [])):
             names.update(clause["ErrorEquals"])
     assert "TransientStorageError" in names and "States.ALL" in names
-    unknown = {n for n in names if n not in ERROR_CLASSES and not n.startswith(("States.", "Lambda."))}
+    aws_own = ("States.", "Lambda.", "ECS.")  # Step Functions' and its integrations' error names
+    unknown = {n for n in names if n not in ERROR_CLASSES and not n.startswith(aws_own)}
     assert not unknown
 
 
@@ -112,3 +113,12 @@ def test_the_analysis_exit_code_is_checked_and_task_failure_caught(asl: dict[str
     }
     choice = asl["States"][asl["States"][analyze["Next"]]["Next"]]
     assert choice["Choices"][0] == {"Variable": "$.analysis.exit_code", "NumericEquals": 0, "Next": "Publish"}
+
+
+def test_the_analysis_is_retried_only_when_runtask_is_refused(asl: dict[str, Any]) -> None:
+    # RunTask refused (Fargate capacity: ECS.AmazonECSException; throttling) starts no task: safe to
+    # ask again, with backoff and jitter. A task that ran and failed (States.TaskFailed, a non-zero
+    # exit) is not run again: it goes to the quarantine with its reason.
+    (retry,) = asl["States"]["Analyze"]["Retry"]
+    assert set(retry["ErrorEquals"]) == {"ECS.AmazonECSException", "ECS.ThrottlingException"}
+    assert retry["JitterStrategy"] == "FULL" and retry["BackoffRate"] > 1 and retry["MaxAttempts"] >= 3
