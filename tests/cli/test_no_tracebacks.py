@@ -140,6 +140,8 @@ _U = ["--device-id", "ct-01", "--scan-type", "4d-ct"]
 CASES += [
     Case("upload-missing-folder", ["upload", "{tmp}/nope", *_API, *_U], "is not a folder"),
     Case("upload-a-file", ["upload", "{file}", *_API, *_U], "is not a folder"),
+    # The folder is checked before the API URL and the metadata: a wrong path is said first.
+    Case("upload-missing-folder-nothing-else", ["upload", "{tmp}/nope"], "is not a folder"),
     Case("upload-empty-folder", ["upload", "{empty}", *_API, *_U], "holds no files"),
     Case("upload-api-not-a-url", ["upload", "{scan}", "--api", "notaurl"], "is not an http(s) URL"),
     Case("upload-api-no-host", ["upload", "{scan}", "--api", "http://"], "is not an http(s) URL"),

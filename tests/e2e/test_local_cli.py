@@ -94,6 +94,7 @@ def test_local_up_upload_status_and_ctrl_c(local_up, tmp_path: Path) -> None:
     assert process.returncode == 0, out
     assert "upload API:" in out and "token:" in out and "dicomflow local: stopped" in out
     assert "Traceback" not in out
+    assert not (tmp_path / "local" / "stack.json").exists()  # no endpoints of a stopped stack left
     port = int(info["api_url"].rsplit(":", 1)[1])
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
@@ -106,3 +107,19 @@ def test_status_of_an_unknown_scan_is_one_line(local_up) -> None:
     )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_stack_on_the_same_data_dir_is_refused(local_up, tmp_path: Path) -> None:
+    _, info = local_up
+    stack_json = tmp_path / "local" / "stack.json"
+    before = stack_json.read_text()
+    # When another `local up` is started on the running stack's folder
+    second = subprocess.run(
+        [*CLI, "local", "up", "--port", "0", "--data-dir", str(tmp_path / "local")],
+        capture_output=True, text=True, env=_env(), timeout=60,
+    )  # fmt: skip
+    # Then it is refused in one line that says what to do, and the running stack's file is untouched
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert "another `dicomflow local up`" in second.stderr and "--data-dir" in second.stderr
+    assert stack_json.read_text() == before and json.loads(before)["api_url"] == info["api_url"]

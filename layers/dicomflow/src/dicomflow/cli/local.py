@@ -18,9 +18,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dicomflow.cli.local_api import _port
+from dicomflow.cli.paths import write_text_atomic
 
 
 def register(subparsers: Any) -> None:
@@ -66,10 +67,22 @@ def run_up(args: argparse.Namespace) -> int:
     token = None if args.no_token else secrets.token_urlsafe(16)
     data_dir: Path = args.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _claim(data_dir)
+    if lock is None:
+        print(
+            f"dicomflow local up: another `dicomflow local up` is serving from {data_dir} (its "
+            f"endpoints are in {data_dir / 'stack.json'}); stop it with Ctrl-C, or give this one "
+            "another --data-dir",
+            file=sys.stderr,
+        )
+        return 1
+    stack_json = data_dir / "stack.json"
+    stack_json.unlink(missing_ok=True)  # a stack that died left it; nothing serves what it says
     print("dicomflow local: starting moto and provisioning the topology...", flush=True)
     try:
         stack = start_workflow_stack(token=token, port=args.port, data_dir=data_dir)
     except OSError as exc:
+        lock.close()
         print(
             f"dicomflow local up: cannot serve on port {args.port} ({exc.strerror or type(exc).__name__}); "
             "give another with --port (0 picks a free one)",
@@ -82,24 +95,25 @@ def run_up(args: argparse.Namespace) -> int:
         stopping.set()
 
     previous = signal.signal(signal.SIGTERM, on_signal)
-    info = describe(stack)
-    (data_dir / "stack.json").write_text(json.dumps(info, indent=2) + "\n")
-    buckets = info["buckets"]
-    print(f"upload API:    {stack.api_url}")
-    if token:
-        print(f"token:         export DICOMFLOW_API_TOKEN={token}")
-    print(f"AWS (moto):    {stack.local.endpoint_url}  (region {stack.local.region})")
-    print(f"state machine: {stack.topology.state_machine_arn}")
-    print(
-        f"buckets:       ingest {buckets['ingest']}, de-identified {buckets['deidentified']}, "
-        f"results {buckets['results']}"
-    )
-    print(f"written:       {data_dir / 'stack.json'} (task logs in {data_dir / 'tasks'})")
-    print(f"try:           export DICOMFLOW_API_URL={stack.api_url}")
-    print("               dicomflow upload SCAN_DIR --device-id ct-01 --scan-type 4d-ct")
-    print("               dicomflow status SCAN_ID --watch")
-    print("Ctrl-C stops.", flush=True)
     try:
+        info = describe(stack)
+        # Written whole, then renamed: a client polling for the file never reads half of it.
+        write_text_atomic(stack_json, json.dumps(info, indent=2) + "\n", flag="--data-dir")
+        buckets = info["buckets"]
+        print(f"upload API:    {stack.api_url}")
+        if token:
+            print(f"token:         export DICOMFLOW_API_TOKEN={token}")
+        print(f"AWS (moto):    {stack.local.endpoint_url}  (region {stack.local.region})")
+        print(f"state machine: {stack.topology.state_machine_arn}")
+        print(
+            f"buckets:       ingest {buckets['ingest']}, de-identified {buckets['deidentified']}, "
+            f"results {buckets['results']}"
+        )
+        print(f"written:       {data_dir / 'stack.json'} (task logs in {data_dir / 'tasks'})")
+        print(f"try:           export DICOMFLOW_API_URL={stack.api_url}")
+        print("               dicomflow upload SCAN_DIR --device-id ct-01 --scan-type 4d-ct")
+        print("               dicomflow status SCAN_ID --watch")
+        print("Ctrl-C stops.", flush=True)
         while not stopping.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -107,5 +121,24 @@ def run_up(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         stack.stop()
+        stack_json.unlink(missing_ok=True)  # its endpoints are gone: a client must not find them
+        lock.close()
         print("dicomflow local: stopped", flush=True)
     return 0
+
+
+def _claim(data_dir: Path) -> IO[str] | None:
+    """An exclusive lock on ``DATA_DIR/.lock`` for as long as the returned file stays open (the OS
+    drops it when the process ends, however it ends), or None when another stack holds it: two
+    stacks on one folder would write over each other's stack.json and task logs."""
+    handle = open(data_dir / ".lock", "a")  # noqa: SIM115 - held open for the stack's lifetime
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one stack per folder is then on the user
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle

@@ -166,6 +166,12 @@ def run(args: argparse.Namespace) -> int:
 
     command = "dicomflow upload"
     try:
+        if not Path(args.scan_dir).is_dir():  # first: nothing else matters until the folder is right
+            print(
+                f"{command}: {args.scan_dir} is not a folder; give the folder that holds the scan's files",
+                file=sys.stderr,
+            )
+            return 1
         if not args.api:
             print(f"{command}: no API URL; give --api URL or set DICOMFLOW_API_URL", file=sys.stderr)
             return 1
