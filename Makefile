@@ -79,4 +79,4 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache cdk.out .bench .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache cdk.out .bench .demo .dicomflow-local
