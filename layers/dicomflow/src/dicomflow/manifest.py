@@ -34,6 +34,25 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _FORBIDDEN_NAME_CHARS = set('\\:*?"<>|') | {chr(c) for c in range(0x20)} | {"\x7f"}
 GiB = 1024**3
 
+#: Files at the top of a scan folder that are not part of the scan: its manifest and a phantom's
+#: ground truth. Hidden files (the upload journal, a Mac's ``.DS_Store``) are never part of it.
+SIDECARS = frozenset({"manifest.json", "ground_truth.json"})
+
+
+def is_scan_file(relative: str | Path) -> bool:
+    """Whether a file at ``relative`` (a path inside a scan folder) is one of the scan's files when
+    the folder has no manifest to list them: not hidden, nor in a hidden folder, nor a sidecar.
+    The upload, ``validate`` and ``deid`` all walk a folder by this rule.
+
+    >>> [is_scan_file(n) for n in ("phase_00/slice_0001.dcm", "ground_truth.json", ".DS_Store",
+    ...                            "a/.dicomflow-upload.json", "a/manifest.json")]
+    [True, False, False, False, True]
+    """
+    parts = Path(relative).parts
+    if not parts or any(part.startswith(".") for part in parts):
+        return False
+    return not (len(parts) == 1 and parts[0] in SIDECARS)
+
 
 class ScanType(StrEnum):
     """What the device acquired."""

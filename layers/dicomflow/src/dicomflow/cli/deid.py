@@ -168,12 +168,15 @@ def _jobs(src: Path, dest: Path, held: Path) -> Iterator[tuple[str, str, str]]:
         for entry in ScanManifest.load(manifest).files:
             yield str(src / entry.name), str(dest / entry.name), str(held / entry.name)
         return
+    from dicomflow.manifest import is_scan_file
+
     for root, dirs, files in os.walk(src):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(root) / name
             rel = path.relative_to(src)
-            yield str(path), str(dest / rel), str(held / rel)
+            if is_scan_file(rel):  # not a hidden file (.DS_Store, the upload journal) nor a sidecar
+                yield str(path), str(dest / rel), str(held / rel)
 
 
 def _check_outputs(args: argparse.Namespace, src: Path, dest: Path, held: Path) -> None:

@@ -28,11 +28,7 @@ from typing import Any
 
 from dicomflow.cli.numbers import processes
 from dicomflow.cli.workers import map_in_workers
-from dicomflow.upload.journal import PARTS_NAME, STATE_NAME
-
-#: Files that sit beside a scan's DICOM files without being part of it: the manifest, a phantom's
-#: ground truth and the upload journal. Skipped at the top of a folder walked.
-SIDECARS = frozenset({"manifest.json", "ground_truth.json", STATE_NAME, PARTS_NAME})
+from dicomflow.manifest import is_scan_file
 
 
 def register(subparsers: Any) -> None:
@@ -78,12 +74,7 @@ def _collect(paths: list[str], base: Path | None, skip: set[Path]) -> list[tuple
         if path.is_dir():
             root = base if base is not None else path
             for found in sorted(path.rglob("*")):
-                rel = found.relative_to(path)
-                if any(part.startswith(".") for part in rel.parts) or found.resolve() in skip:
-                    continue
-                if len(rel.parts) == 1 and rel.name in SIDECARS:
-                    continue
-                if found.is_dir():
+                if not is_scan_file(found.relative_to(path)) or found.resolve() in skip or found.is_dir():
                     continue
                 out.append((_name(found, root), found))
         else:

@@ -47,7 +47,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from dicomflow.errors import DicomflowError, UploadError
-from dicomflow.manifest import DeviceSettings, ManifestFile, ScanManifest, ScanType, check_relative_name
+from dicomflow.manifest import (
+    DeviceSettings,
+    ManifestFile,
+    ScanManifest,
+    ScanType,
+    check_relative_name,
+    is_scan_file,
+)
 from dicomflow.upload.journal import Journal
 from dicomflow.upload.parts import MiB, choose_part_size, is_single_put, part_count, part_range
 from dicomflow.upload.progress import Progress
@@ -382,8 +389,8 @@ class LocalFile:
 
 def scan_folder(root: Path, names: Sequence[str] | None = None) -> list[LocalFile]:
     """The scan's files (sorted POSIX names): the ``names`` given (a device's manifest lists them),
-    else every regular file, skipping hidden names and manifest.json. A listed file that is missing
-    is an :class:`UploadError` naming it by position, not by name."""
+    else every regular file but hidden ones and the sidecars (:func:`dicomflow.manifest.is_scan_file`).
+    A listed file that is missing is an :class:`UploadError` naming it by position, not by name."""
     if names is not None:
         out = []
         for index, rel in enumerate(sorted(names)):
@@ -400,7 +407,7 @@ def scan_folder(root: Path, names: Sequence[str] | None = None) -> list[LocalFil
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if rel == "manifest.json" or any(p.startswith(".") for p in rel.split("/")) or not path.is_file():
+        if not is_scan_file(rel) or not path.is_file():
             continue
         st = path.stat()
         out.append(LocalFile(rel, path, st.st_size, st.st_mtime_ns))
