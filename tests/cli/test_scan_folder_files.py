@@ -1,4 +1,4 @@
-"""A folder without a manifest: ``deid``, ``validate`` and the upload take the same files as the
+"""A folder without a manifest: ``deid``, ``validate``, ``analyze`` and the upload take the same files as the
 scan's, every file but hidden ones (a Mac's ``.DS_Store``, the upload journal, a hidden folder) and
 the sidecars at the top (``ground_truth.json``). ``deid`` took them all and rejected the journal
 left by an upload as "not DICOM", failing the run."""
@@ -58,3 +58,13 @@ def test_validate_of_a_folder_takes_the_same_files(bare: tuple[Path, list[str]],
 def test_the_upload_takes_the_same_files(bare: tuple[Path, list[str]]) -> None:
     folder, dicom = bare
     assert [f.name for f in scan_folder(folder)] == dicom
+
+
+def test_analyze_of_a_folder_takes_the_same_files(places: Places, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given the de-identified scan without its manifest, beside a Mac's and an upload's hidden files
+    (places.deid / "manifest.json").unlink()
+    (places.deid / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (places.deid / PARTS_NAME).write_text("")
+    # Then it is analysed from its DICOM files alone
+    assert main(["analyze", str(places.deid), str(places.tmp / "results"), "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["tidal_volume_ml"] > 0

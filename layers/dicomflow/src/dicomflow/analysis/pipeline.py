@@ -30,7 +30,7 @@ from dicomflow.analysis.metrics import (
 from dicomflow.analysis.model import LoadedModel, ModelSpec, PhaseMeasure, available_cores, default_model
 from dicomflow.analysis.reading import ScanReader
 from dicomflow.errors import AnalysisError
-from dicomflow.manifest import ScanManifest
+from dicomflow.manifest import ScanManifest, is_scan_file
 from dicomflow.privacy import fingerprint
 from dicomflow.storage import LocalObjectStore, ObjectStore
 
@@ -67,7 +67,9 @@ def scan_keys(source: ObjectStore, prefix: str, manifest_key: str | None = None)
         return [prefix + f.name for f in manifest.files if not f.name.endswith(".json")]
     if manifest_key:
         raise AnalysisError(f"the manifest {fingerprint(manifest_key)} does not exist")
-    keys = [k for k in source.list_keys(prefix) if not k.endswith(".json")]
+    # Without a manifest, the scan's files as the other commands take them (not hidden files such
+    # as a Mac's .DS_Store or the upload journal, nor sidecars), and no JSON.
+    keys = [k for k in source.list_keys(prefix) if is_scan_file(k[len(prefix) :]) and not k.endswith(".json")]
     if not keys:
         raise AnalysisError(f"no scan files under {fingerprint(prefix)}")
     return keys
