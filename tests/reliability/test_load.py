@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.local.lambda_dispatch import load_handler
+from dicomflow.local.lambda_runtime import load_handler
 from dicomflow.local.workflow_stack import WorkflowStack, start_workflow_stack
 from dicomflow.phantom import generate_phantom
 from dicomflow.upload.device import ApiClient, Uploader

@@ -145,7 +145,7 @@ def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
 def powertools_streams(monkeypatch: pytest.MonkeyPatch, buffer: io.StringIO) -> int:
     """Point every handler's stream (powertools loggers keep the stream they were made with, and
     do not propagate) at ``buffer``; returns how many were redirected."""
-    from dicomflow.local.lambda_dispatch import load_handler
+    from dicomflow.local.lambda_runtime import load_handler
 
     for step in STEPS:  # imported now, so that their loggers exist
         load_handler(f"functions.{step}.handler.lambda_handler")

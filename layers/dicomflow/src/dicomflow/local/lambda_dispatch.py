@@ -15,81 +15,19 @@ written free of patient data), and every handler shares this process's environme
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicomflow.errors import DicomflowError
+from dicomflow.local.lambda_runtime import Handler, InvocationContext, error_envelope, load_handler
 
 if TYPE_CHECKING:
     from dicomflow.local.lambda_pool import ProcessEnvironments
 
 log = logging.getLogger("dicomflow.local.lambda")
-
-Handler = Callable[[Any, Any], Any]
-
-#: The repository root (functions/ lives there) of an editable install.
-REPO_ROOT = Path(__file__).resolve().parents[5]
-
-
-@dataclass
-class InvocationContext:
-    """The attributes of a Lambda context that handlers and powertools read."""
-
-    function_name: str
-    memory_limit_in_mb: int
-    invoked_function_arn: str
-    aws_request_id: str
-    deadline: float
-    function_version: str = "$LATEST"
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def load_handler(dotted: str) -> Handler:
-    """The callable at ``functions.<name>.handler.lambda_handler``: imported as a module when the
-    repository root is importable (tests, the repository's cwd), else loaded from its file."""
-    module_name, _, attribute = dotted.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        path = REPO_ROOT.joinpath(*module_name.split(".")).with_suffix(".py")
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    handler = getattr(module, attribute)
-    if not callable(handler):
-        raise TypeError(f"{dotted} is not callable")
-    return handler
-
-
-def error_envelope(exc: BaseException) -> dict[str, Any]:
-    """What the Python runtime returns for an unhandled exception (its message only if ours).
-
-    Examples
-    --------
-    >>> from dicomflow.errors import TransientStorageError
-    >>> error_envelope(TransientStorageError("S3 SlowDown; retry"))["errorType"]
-    'TransientStorageError'
-    >>> error_envelope(KeyError("Doe^Jane"))["errorMessage"]
-    'unexpected KeyError'
-    """
-    name = type(exc).__name__
-    message = str(exc) if isinstance(exc, DicomflowError) else f"unexpected {name}"
-    return {"errorType": name, "errorMessage": message, "requestId": "", "stackTrace": []}
 
 
 class LambdaDispatcher:

@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from dicomflow import topology
+from dicomflow.local.lambda_runtime import InvocationContext, error_envelope, load_handler
 
 #: The handlers each environment has loaded (by dotted path), in that environment's process.
 _loaded: dict[str, Any] = {}
@@ -42,16 +43,12 @@ def _warm() -> int:
 
 def _handler(dotted: str) -> Any:
     if dotted not in _loaded:
-        from dicomflow.local.lambda_dispatch import load_handler
-
         _loaded[dotted] = load_handler(dotted)
     return _loaded[dotted]
 
 
 def _invoke(dotted: str, event: Any, context: Mapping[str, Any], timeout_s: float) -> tuple[bool, Any]:
     """Run one invocation: ``(True, result)`` or ``(False, the runtime's error envelope)``."""
-    from dicomflow.local.lambda_dispatch import InvocationContext, error_envelope
-
     lambda_context = InvocationContext(**context, deadline=time.monotonic() + timeout_s)
     try:
         return True, _handler(dotted)(event, lambda_context)

@@ -27,7 +27,8 @@ from typing import Any
 
 from dicomflow import topology
 from dicomflow.local import ecs_runner, lambda_dispatch, sfn_emulation
-from dicomflow.local.lambda_dispatch import REPO_ROOT, Handler, LambdaDispatcher
+from dicomflow.local.lambda_dispatch import LambdaDispatcher
+from dicomflow.local.lambda_runtime import REPO_ROOT, Handler
 from dicomflow.local.moto_server import LocalAws, start_local_aws
 from dicomflow.local.provision import Topology, provision
 from dicomflow.local.stack import UploadStack, start_upload_stack
