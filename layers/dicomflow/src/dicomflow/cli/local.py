@@ -5,8 +5,9 @@ task, the state machine from the shared ASL), runs Lambda invocations in-process
 handlers and the analysis task as a local process, and serves the upload API on localhost: an upload
 completed with ``dicomflow upload`` starts the scan's workflow; ``dicomflow status`` follows it. Prints
 the endpoints and the token, writes them to ``DATA_DIR/stack.json`` (the analysis tasks' output goes to
-``DATA_DIR/tasks/``) and stops cleanly on Ctrl-C (or SIGTERM). Everything lives in memory: stopping
-forgets every scan.
+``DATA_DIR/tasks/``) and stops cleanly on Ctrl-C (or SIGTERM), removing ``stack.json``. One stack
+serves from a DATA_DIR at a time (a lock on ``DATA_DIR/.lock``; a second is refused). Everything
+lives in memory: stopping forgets every scan.
 """
 
 from __future__ import annotations
