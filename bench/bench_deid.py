@@ -156,6 +156,8 @@ def main() -> int:
         for run in runs:
             _print_run(run, files, size)
         _print_ratios(runs)
+        if not case.multiframe and not case.acquired_apart:
+            _print_floor(source, _find(runs, "gdcmanon"))
         results[case.key] = (case, files, size, runs)
         ours = _find(runs, DICOMFLOW)
         if ours is None or not ours.ok:
@@ -467,6 +469,65 @@ def _measure(tool: str, cmd: Sequence[str], out: Path, sample: bool = True) -> R
         print(f"    {tool} exited {proc.returncode}: {' | '.join(tail)[:300]}", flush=True)
         return Run(tool, f"exit {proc.returncode}", wall, rss, files_out, max(rss, sampler.peak_mb))
     return Run(tool, "ok", wall, rss, files_out, max(rss, sampler.peak_mb))
+
+
+def _print_floor(source: Path, gdcm: Run | None) -> None:
+    """What the series costs before any header is looked at, against the 1.2x-gdcmanon budget.
+
+    Per file, in this process (CPU time, best of 3 passes): read it, create and write the output,
+    the output's SHA-256 (the de-identified manifest's), BLAKE3 of the pixels before and after
+    (the pixel proof), and the read-back the proof hashes. gdcmanon does the read, create and write
+    only. Plus the start of a Python process that imports what ``dicomflow deid`` imports before
+    its first file. Both cores, perfectly shared, is the best case."""
+    import hashlib
+
+    from blake3 import blake3
+
+    files = sorted(p for p in source.rglob("*.dcm") if p.is_file())
+    scratch = HERE / "out" / "floor"
+    scratch.mkdir(parents=True, exist_ok=True)
+    buffer = memoryview(bytearray(max(p.stat().st_size for p in files)))
+
+    def one_pass(integrity: bool) -> float:
+        started = time.process_time()
+        for i, path in enumerate(files):
+            fd = os.open(path, os.O_RDONLY)
+            n = os.preadv(fd, [buffer[: os.fstat(fd).st_size]], 0)
+            os.close(fd)
+            data = buffer[:n]
+            if integrity:
+                blake3(data).digest()
+            out = os.open(scratch / f"{i}.dcm", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.pwrite(out, data, 0)
+            os.close(out)
+            if integrity:
+                hashlib.sha256(data).digest()
+                back = os.open(scratch / f"{i}.dcm", os.O_RDONLY)
+                os.preadv(back, [buffer[:n]], 0)
+                os.close(back)
+                blake3(buffer[:n]).digest()
+        return (time.process_time() - started) / len(files)
+
+    bare = min(one_pass(False) for _ in range(3))
+    full = min(one_pass(True) for _ in range(3))
+    _clear(scratch)
+    starts = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import dicomflow.cli.deid, dicomflow.deid.stream"], check=True)
+        starts.append(time.perf_counter() - started)
+    start = min(starts)
+    cores = os.cpu_count() or 1
+    floor = start + len(files) * full / cores
+    line = (
+        f"  floor before any header work: {full * 1000:.2f} ms CPU a file with the integrity work "
+        f"({bare * 1000:.2f} ms for read + create + write alone), Python start {start:.3f} s: "
+        f"{floor:.3f} s for {len(files)} files on {cores} cores"
+    )
+    if gdcm is not None and gdcm.ok:
+        budget = (gdcm.median_s or gdcm.wall_s) / SERIES_TARGET
+        line += f"; {SERIES_TARGET}x gdcmanon needs {budget:.3f} s ({floor / budget:.2f}x of it)"
+    print(line, flush=True)
 
 
 # -- printing --------------------------------------------------------------------------------------
