@@ -71,7 +71,15 @@ def _last_json_line(text: str) -> dict[str, Any]:
     return result
 
 
-def test_entrypoint_analyses_a_scan_from_s3_into_s3(s3: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_entrypoint_analyses_a_scan_from_s3_into_s3(
+    s3: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given every size the task asks S3 for counted (a HEAD each)
+    from dicomflow.storage.s3 import S3ObjectStore
+
+    asked: list[str] = []
+    size = S3ObjectStore.size
+    monkeypatch.setattr(S3ObjectStore, "size", lambda self, key: asked.append(key) or size(self, key))
     # When the ECS task's entry point runs with S3 locations
     code = _entrypoint().main(
         [
@@ -91,6 +99,8 @@ def test_entrypoint_analyses_a_scan_from_s3_into_s3(s3: Any, capsys: pytest.Capt
     # Then it exits 0 and says so in its last line
     assert code == 0, line
     assert line["status"] == "succeeded" and line["scan_id"] == "scan-1"
+    # And the files' sizes came from the manifest: no HEAD per scan file
+    assert not [k for k in asked if k.endswith(".dcm")], asked
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"]}
     prefix = "scans/scan-1/analysis/"
     assert keys == {prefix + n for n in ("results.json", "seg.dcm", "sr.dcm", "preview.png")}

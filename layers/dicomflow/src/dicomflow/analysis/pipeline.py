@@ -59,12 +59,18 @@ class _Timer:
 def scan_keys(source: ObjectStore, prefix: str, manifest_key: str | None = None) -> list[str]:
     """The keys of the scan's DICOM files: from its manifest when there is one, else every object
     under ``prefix``; JSON files are never read as scan data."""
+    return list(scan_files(source, prefix, manifest_key))
+
+
+def scan_files(source: ObjectStore, prefix: str, manifest_key: str | None = None) -> dict[str, int | None]:
+    """:func:`scan_keys` with each file's size where the manifest gives it (None without one): over
+    S3 the reader then needs no HEAD per file (1500 requests on the default 4D-CT)."""
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     key = manifest_key or (prefix + MANIFEST_NAME)
     if source.exists(key):
         manifest = ScanManifest.from_json(b"".join(source.iter_chunks(key)))
         # A manifest may list sidecar JSON files (a phantom's ground truth): never scan data.
-        return [prefix + f.name for f in manifest.files if not f.name.endswith(".json")]
+        return {prefix + f.name: f.size for f in manifest.files if not f.name.endswith(".json")}
     if manifest_key:
         raise AnalysisError(f"the manifest {fingerprint(manifest_key)} does not exist")
     # Without a manifest, the scan's files as the other commands take them (not hidden files such
@@ -72,7 +78,7 @@ def scan_keys(source: ObjectStore, prefix: str, manifest_key: str | None = None)
     keys = [k for k in source.list_keys(prefix) if is_scan_file(k[len(prefix) :]) and not k.endswith(".json")]
     if not keys:
         raise AnalysisError(f"no scan files under {fingerprint(prefix)}")
-    return keys
+    return dict.fromkeys(keys)
 
 
 def _trim_heap() -> None:
@@ -119,9 +125,10 @@ def analyze_scan(
     with timer.stage("load_model_s"):
         loaded = LoadedModel(spec, threads=threads)
     with timer.stage("read_headers_s"):
-        keys = scan_keys(source, prefix, manifest_key)
-        reader = ScanReader(source, workers=threads or available_cores())
-        scan = reader.plan(keys)
+        files = scan_files(source, prefix, manifest_key)
+        sizes = {k: size for k, size in files.items() if size is not None}
+        reader = ScanReader(source, workers=threads or available_cores(), sizes=sizes)
+        scan = reader.plan(list(files))
     if len(scan.phases) < 2:
         raise AnalysisError(
             f"the scan has {len(scan.phases)} phase; ventilation needs at least an inhale and an exhale phase"

@@ -10,7 +10,7 @@ since over S3 the time goes to waiting on requests. Headers cost one ranged read
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -42,8 +42,12 @@ class ScanReader:
     ((1, 128, 128), True)
     """
 
-    def __init__(self, store: ObjectStore, *, workers: int = 1) -> None:
+    def __init__(
+        self, store: ObjectStore, *, workers: int = 1, sizes: Mapping[str, int] | None = None
+    ) -> None:
         self.store = store
+        # Sizes already known (the scan's manifest): a remote store is then not asked for them.
+        self.sizes = dict(sizes or {})
         self.local = isinstance(store, LocalObjectStore)
         # Local reads are memory copies from the page cache; remote ones are waits.
         self.threads = 1 if self.local else min(4 * max(1, workers), 16)
@@ -86,8 +90,9 @@ class ScanReader:
                 return read_frames(buf, key)
             finally:
                 os.close(fd)
-        size = self.store.size(key)
-        buf = Buffer(None, size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ)
+        known = self.sizes.get(key)
+        remote_size = known if known is not None else self.store.size(key)
+        buf = Buffer(None, remote_size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ)
         return read_frames(buf, key)
 
     def _read_into(self, key: str, offset: int, view: memoryview) -> None:
