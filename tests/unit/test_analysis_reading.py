@@ -97,6 +97,64 @@ def test_planning_reads_headers_only(tmp_path: Path) -> None:
     assert sum(store.bytes_read.values()) > 6 * 256 * 256 * 2
 
 
+class CountingRanges(RangedStore):
+    """Counts the ranged reads (one GET each over S3) and the sizes asked (one HEAD each)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: dict[str, int] = {}
+        self.sized: list[str] = []
+
+    def size(self, key: str) -> int:
+        self.sized.append(key)
+        return super().size(key)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get_range(key, start, end)
+
+
+@pytest.mark.parametrize("multiframe", [False, True], ids=["single-frame", "enhanced-multiframe"])
+def test_with_the_manifests_sizes_each_file_is_one_read_and_the_volumes_are_the_same(
+    tmp_path: Path, multiframe: bool
+) -> None:
+    # Given a scan behind ranged reads, and its files' sizes as its manifest gives them
+    truth = write_ct_scan(tmp_path, multiframe=multiframe, shuffle_positions=True)
+    keys = _keys(tmp_path)
+    sizes = {k: (tmp_path / k).stat().st_size for k in keys}
+    store = CountingRanges(tmp_path)
+    reader = ScanReader(store, workers=2, sizes=sizes)
+    # When it is planned and every phase read
+    scan = reader.plan(keys)
+    buffer = np.empty(scan.shape, dtype=np.int16)
+    for phase in scan.phases:
+        np.testing.assert_array_equal(reader.read_phase(phase, buffer), truth[phase.index])
+    # Then no size was asked, each file was one read, and nothing is held once read
+    assert store.sized == [] and set(store.reads) == set(keys)
+    assert all(n == 1 for n in store.reads.values()), store.reads
+    assert reader._held == {}
+
+
+def test_over_the_budget_files_are_read_header_then_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomflow.analysis.reading as reading
+
+    truth = write_ct_scan(tmp_path, phases=2, slices=6, size=256)
+    keys = _keys(tmp_path)
+    sizes = {k: (tmp_path / k).stat().st_size for k in keys}
+    monkeypatch.setattr(reading, "WHOLE_READ_BUDGET", sum(sizes.values()) - 1)
+    store = CountingRanges(tmp_path)
+    reader = ScanReader(store, workers=1, sizes=sizes)
+    scan = reader.plan(keys)
+    assert max(store.bytes_read.values()) <= HEADER_READ  # headers only, as without sizes
+    for phase in scan.phases:
+        np.testing.assert_array_equal(
+            reader.read_phase(phase, np.empty(scan.shape, np.int16)), truth[phase.index]
+        )
+    assert store.sized == [] and all(n == 2 for n in store.reads.values())
+
+
 def test_the_byte_level_header_path_gives_pydicoms_frames() -> None:
     # Given pydicom's CT test file (signed pixels, its own rescale), read both ways
     data = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()

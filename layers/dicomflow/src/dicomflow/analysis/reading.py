@@ -4,7 +4,10 @@ buffer that the caller reuses.
 A local folder is read with ``os.pread``/``os.preadv`` (the pixels land in the volume with no
 intermediate copy); any other store with ranged reads (``get_range``), overlapped on threads,
 since over S3 the time goes to waiting on requests. Headers cost one ranged read of the first
-64 KiB of a file (a CT slice's header is 2-40 KiB), pixels one more.
+64 KiB of a file (a CT slice's header is 2-40 KiB), pixels one more. When the scan's manifest gives
+every file's size and they add up to at most :data:`WHOLE_READ_BUDGET`, each file is read whole in
+one GET instead, its bytes held until its phase has been read: half the requests (1500 fewer on
+the default 4D-CT), for memory bounded by the budget.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from dicomflow.storage import LocalObjectStore, ObjectStore
 
 #: The first read of a file: its header, in one request for most files.
 HEADER_READ = 64 * 1024
+#: Over a remote store, files are read whole (one GET each) if the scan's files add up to at most
+#: this many bytes: the default 4D-CT is 840 MB, and the analysis task has 8 GiB.
+WHOLE_READ_BUDGET = 1536 * 1024 * 1024
 
 
 class ScanReader:
@@ -51,9 +57,16 @@ class ScanReader:
         self.local = isinstance(store, LocalObjectStore)
         # Local reads are memory copies from the page cache; remote ones are waits.
         self.threads = 1 if self.local else min(4 * max(1, workers), 16)
+        self._whole = False
+        self._held: dict[str, bytes] = {}  # whole files read with their header, until their phase is
 
     def plan(self, keys: Sequence[str]) -> Scan:
         """Every file's frames (headers only), grouped into checked phases."""
+        self._whole = (
+            not self.local
+            and all(k in self.sizes for k in keys)
+            and sum(self.sizes[k] for k in keys) <= WHOLE_READ_BUDGET
+        )
         frames: list[Frame] = []
         for part in self._map(self._header_frames, keys):
             frames.extend(part)
@@ -61,7 +74,11 @@ class ScanReader:
 
     def read_phase(self, phase: Phase, out: np.ndarray) -> np.ndarray:
         """The phase's HU volume in ``out`` (see :func:`~dicomflow.analysis.volume.read_phase`)."""
-        return read_phase(phase, self._fetch, out)
+        volume = read_phase(phase, self._fetch, out)
+        for frame in phase.frames:  # read: let go (a file with frames in another phase is read again)
+            if frame.stored is not None:
+                self._held.pop(frame.stored.key, None)
+        return volume
 
     def _fetch(self, requests: list[tuple[str, int, memoryview]]) -> None:
         for _ in self._map(lambda request: self._read_into(*request), requests):
@@ -92,7 +109,14 @@ class ScanReader:
                 os.close(fd)
         known = self.sizes.get(key)
         remote_size = known if known is not None else self.store.size(key)
-        buf = Buffer(None, remote_size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ)
+        if self._whole:
+            data = self.store.get_range(key, 0, remote_size)
+            self._held[key] = data
+            buf = Buffer(None, remote_size, lambda start, end: data[start:end], HEADER_READ)
+        else:
+            buf = Buffer(
+                None, remote_size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ
+            )
         return read_frames(buf, key)
 
     def _read_into(self, key: str, offset: int, view: memoryview) -> None:
@@ -104,7 +128,12 @@ class ScanReader:
             finally:
                 os.close(fd)
         else:
-            data = self.store.get_range(key, offset, offset + len(view))
+            held = self._held.get(key)
+            data: bytes | memoryview
+            if held is not None:
+                data = memoryview(held)[offset : offset + len(view)]
+            else:
+                data = self.store.get_range(key, offset, offset + len(view))
             got = len(data)
             view[:got] = data
         if got != len(view):
