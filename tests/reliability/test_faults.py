@@ -128,10 +128,10 @@ CASES = [
         retried=DEIDENTIFY,
     ),
     Case(
-        # The pixel proof's HEAD of the de-identified object (a slice written in one PUT needs no
-        # checksum CopyObject: its SHA-256 is that of the bytes sent).
-        "s3-slowdown-deid-head",
-        (once("s3", "HeadObject", "SlowDown", DEIDENTIFY),),
+        # The pixel proof's read-back of the de-identified object (a slice written in one PUT is
+        # read back whole: its pixels compared, its length its size; no HEAD, no checksum copy).
+        "s3-slowdown-deid-readback",
+        (once("s3", "GetObject", "SlowDown", DEIDENTIFY, Bucket="deidentified"),),
         "COMPLETED",
         retried=DEIDENTIFY,
     ),

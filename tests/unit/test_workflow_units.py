@@ -139,6 +139,40 @@ def test_the_sampled_proof_agrees_on_a_faithful_copy_and_catches_a_shifted_one(t
     assert before != after
 
 
+class _NoSizeStore(LocalObjectStore):
+    """Refuses to be asked an object's size (a HEAD over S3)."""
+
+    def size(self, key: str) -> int:
+        raise AssertionError(f"size({key!r}) asked")
+
+
+def _in_memory_proof(tmp_path: Path, output: bytes, pixels: bytes) -> tuple[str, str]:
+    store = _NoSizeStore(tmp_path)
+    header, trailing = b"H" * 300, b"T" * 10
+    store.put("out", output)
+    prepared = SimpleNamespace(
+        pixel_start=200,
+        pixel_end=200 + len(pixels),
+        pixel_length=len(pixels),
+        new_header=header,
+        new_trailing=trailing,
+    )
+    return _sampled_proof(store, "src", store, "out", prepared, [], pixels)  # type: ignore[arg-type]
+
+
+def test_the_proof_of_a_file_written_whole_reads_it_back_once_and_asks_no_size(tmp_path: Path) -> None:
+    pixels = bytes(range(251)) * 2000
+    header, trailing = b"H" * 300, b"T" * 10
+    before, after = _in_memory_proof(tmp_path, header + pixels + trailing, pixels)
+    assert before == after
+    # A changed pixel, a byte too many, a byte too few: each fails the proof
+    changed = bytearray(pixels)
+    changed[1000] ^= 0xFF
+    for output in (header + bytes(changed) + trailing, header + pixels + trailing + b"x", header + pixels):
+        before, after = _in_memory_proof(tmp_path, output, pixels)
+        assert before != after
+
+
 class _FailingKms:
     def __init__(self, code: str) -> None:
         self.code = code

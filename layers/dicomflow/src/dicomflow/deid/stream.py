@@ -577,14 +577,17 @@ def _sampled_proof(
     expected_size = offset + prepared.pixel_length + len(prepared.new_trailing)
     before, after = blake3(), blake3()
     if in_memory is not None:
-        # Written whole from these very bytes: read the output's range back and compare in full.
+        # Written whole from these very bytes: read the whole output back, one byte past its
+        # planned end, and compare its pixels in full; the length read is then its size (no HEAD).
         before.update(in_memory)
-        after.update(target.get_range(key, offset, offset + prepared.pixel_length))
+        back = target.get_range(key, 0, expected_size + 1)
+        after.update(back[offset : offset + prepared.pixel_length])
+        size = len(back)
     else:
         for lo, hi in _windows(start, end, cuts):
             before.update(store.get_range(src_key, lo, hi))
             after.update(target.get_range(key, offset + lo - start, offset + hi - start))
-    size = target.size(key)
+        size = target.size(key)
     if size != expected_size:
         after.update(f"size:{size}".encode())  # the proof fails: the object is not what was planned
     return before.hexdigest(), after.hexdigest()
