@@ -36,14 +36,6 @@ from typing import Any
 
 from common import BIN, WORK, Measurement, header, measure, record
 
-
-def record_row(row: str, **figures: Any) -> None:
-    if DEFAULTS:
-        record(row, **figures)
-    else:
-        print(f"  (not recorded: BENCH_UPLOAD_* settings differ from the defaults) {row}")
-
-
 SIZE = 1024**3
 PART_MIB = int(os.environ.get("BENCH_UPLOAD_PART_MIB", "8"))
 WORKERS = int(os.environ.get("BENCH_UPLOAD_WORKERS", "4"))
@@ -57,6 +49,15 @@ MANY_WORKERS = os.environ.get("BENCH_UPLOAD_MANY_WORKERS")  # default: the uploa
 DEFAULTS = not any(
     os.environ.get(f"BENCH_UPLOAD_{name}") for name in ("PART_MIB", "WORKERS", "REPEAT", "MANY_WORKERS")
 )
+
+
+def record_row(row: str, **figures: Any) -> None:
+    """:func:`common.record`, for a run with the default settings only."""
+    if DEFAULTS:
+        record(row, **figures)
+    else:
+        print(f"  (not recorded: BENCH_UPLOAD_* settings differ from the defaults) {row}")
+
 
 BOTO3_UPLOAD_MANY = """
 import sys, boto3

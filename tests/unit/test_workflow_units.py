@@ -111,19 +111,25 @@ def test_windows_cover_both_sides_of_every_cut_and_stay_in_range() -> None:
     assert sum(hi - lo for lo, hi in windows) <= 2 * SAMPLE_WINDOW * 12
 
 
-def _proof(tmp_path: Path, output_pixels: bytes, pixels: bytes) -> tuple[str, str]:
-    store = LocalObjectStore(tmp_path)
-    header, trailing = b"H" * 300, b"T" * 10
-    store.put("src", b"h" * 200 + pixels + trailing)
-    store.put("out", header + output_pixels + trailing)
-    prepared = SimpleNamespace(
+_HEADER, _TRAILING = b"H" * 300, b"T" * 10
+
+
+def _prepared(pixels: bytes) -> Any:
+    """What the proof reads of a prepared file: source pixels at 200, the new header and trailer."""
+    return SimpleNamespace(
         pixel_start=200,
         pixel_end=200 + len(pixels),
         pixel_length=len(pixels),
-        new_header=header,
-        new_trailing=trailing,
+        new_header=_HEADER,
+        new_trailing=_TRAILING,
     )
-    return _sampled_proof(store, "src", store, "out", prepared, [200 + 5 * MiB], None)  # type: ignore[arg-type]
+
+
+def _proof(tmp_path: Path, output_pixels: bytes, pixels: bytes) -> tuple[str, str]:
+    store = LocalObjectStore(tmp_path)
+    store.put("src", b"h" * 200 + pixels + _TRAILING)
+    store.put("out", _HEADER + output_pixels + _TRAILING)
+    return _sampled_proof(store, "src", store, "out", _prepared(pixels), [200 + 5 * MiB], None)
 
 
 def test_the_sampled_proof_agrees_on_a_faithful_copy_and_catches_a_shifted_one(tmp_path: Path) -> None:
@@ -148,21 +154,13 @@ class _NoSizeStore(LocalObjectStore):
 
 def _in_memory_proof(tmp_path: Path, output: bytes, pixels: bytes) -> tuple[str, str]:
     store = _NoSizeStore(tmp_path)
-    header, trailing = b"H" * 300, b"T" * 10
     store.put("out", output)
-    prepared = SimpleNamespace(
-        pixel_start=200,
-        pixel_end=200 + len(pixels),
-        pixel_length=len(pixels),
-        new_header=header,
-        new_trailing=trailing,
-    )
-    return _sampled_proof(store, "src", store, "out", prepared, [], pixels)  # type: ignore[arg-type]
+    return _sampled_proof(store, "src", store, "out", _prepared(pixels), [], pixels)
 
 
 def test_the_proof_of_a_file_written_whole_reads_it_back_once_and_asks_no_size(tmp_path: Path) -> None:
     pixels = bytes(range(251)) * 2000
-    header, trailing = b"H" * 300, b"T" * 10
+    header, trailing = _HEADER, _TRAILING
     before, after = _in_memory_proof(tmp_path, header + pixels + trailing, pixels)
     assert before == after
     # A changed pixel, a byte too many, a byte too few: each fails the proof

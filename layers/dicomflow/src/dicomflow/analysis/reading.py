@@ -111,12 +111,11 @@ class ScanReader:
         remote_size = known if known is not None else self.store.size(key)
         if self._whole:
             data = self.store.get_range(key, 0, remote_size)
-            self._held[key] = data
-            buf = Buffer(None, remote_size, lambda start, end: data[start:end], HEADER_READ)
-        else:
-            buf = Buffer(
-                None, remote_size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ
-            )
+            frames = read_frames(Buffer(data, len(data)), key, with_pixels=False)
+            if any(f.stored is not None for f in frames):
+                self._held[key] = data  # its pixels are read from here when its phase is
+            return frames
+        buf = Buffer(None, remote_size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ)
         return read_frames(buf, key)
 
     def _read_into(self, key: str, offset: int, view: memoryview) -> None:
