@@ -160,6 +160,9 @@ class _Memo:
         self.recorded: dict[tuple[str, bool, Recorded], list[Element]] = {}
         #: Leak-check searches, per patient (our own words for the patient: pseudonyms and all).
         self.searched: dict[frozenset[str], _Searches] = {}
+        #: The last header read whole from a file held in memory and de-identified by this
+        #: engine: the next file is read against it (:func:`read_raw_header`'s ``like``).
+        self.last_header: RawHeader | None = None
         self._entries = 0
         self._bytes = 0
 
@@ -474,7 +477,8 @@ def prepare_raw(
     Unsupported
         The file is not one this engine takes (the message says why); use the pydicom engine.
     """
-    header = read_raw_header(buf)
+    memo = _memo_of(deid)
+    header = read_raw_header(buf, like=memo.last_header)
     dataset = header.dataset
     if not dataset:
         raise Unsupported("the data set is empty")
@@ -508,7 +512,7 @@ def prepare_raw(
     if on_pixels is not None and end > header.header_end:
         on_pixels(header.header_end, end)
 
-    run = _RawRun(deid, _patient_identity(dataset, text), text, header.implicit, _memo_of(deid))
+    run = _RawRun(deid, _patient_identity(dataset, text), text, header.implicit, memo)
     run.collect(dataset)
     run.start_walk()
     new = run.walk(dataset)
@@ -534,6 +538,8 @@ def prepare_raw(
     )
     leak = run.memo.leak_check(run, recorded, new, meta, new_header)
     sop_instance = _single(_top(new, _SOP_INSTANCE), text) or None
+    if header.layout is not None:
+        memo.last_header = header  # the next slice of the series is read against this one
     return Prepared(
         new_header=new_header,
         pixel_start=header.header_end,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dicomflow.dicom.dictionary import dictionary_vr
 from dicomflow.dicom.errors import PixelDataError
@@ -167,12 +167,19 @@ def vr_for_implicit(tag: int) -> str:
 
 
 def read_elements(
-    buf: Buffer, pos: int, end: int | None, *, implicit: bool, top: bool, depth: int = 0
+    buf: Buffer,
+    pos: int,
+    end: int | None,
+    *,
+    implicit: bool,
+    top: bool,
+    depth: int = 0,
+    starts: list[int] | None = None,
 ) -> tuple[list[Element], int]:
     """Elements from ``pos`` up to ``end`` (``None``: to an item delimiter, or at the top level
     to the pixel element or the end of the file). Returns them and the offset where reading stopped
     (at the top level: the pixel element's tag, or the end of the file). ``depth``: how many
-    sequences hold these elements."""
+    sequences hold these elements. ``starts``, if given, gets the offset of each element read."""
     # The loop every element of a header goes through (80 000 in a 2000-frame one): one unpack
     # per element header, and the buffer is asked for more only when it runs short.
     out: list[Element] = []
@@ -188,6 +195,8 @@ def read_elements(
             have = size if buf.complete else len(data)
             if pos + 8 > have:
                 raise Unsupported("an element runs past the end of the file")
+        if starts is not None:
+            starts.append(pos)
         if implicit:
             group, elem, length = _unpack_implicit(data, pos)
             vr_bytes = b""
@@ -195,6 +204,8 @@ def read_elements(
             group, elem, vr_bytes, length = _unpack_explicit(data, pos)
         tag = group << 16 | elem
         if top and tag in PIXEL_TAGS:
+            if starts is not None:
+                starts.pop()
             return out, pos
         if group == 0xFFFE:
             if tag == ITEM_DELIMITER and end is None and not top:
@@ -292,10 +303,37 @@ class RawHeader:
     pixel_length: int | None  # None: undefined (encapsulated) or no pixels
     file_size: int
     bytes_read: int  # how much of the file the header parse needed
+    #: Where the elements lie in the bytes they were read from, for :func:`read_raw_header`'s
+    #: ``like`` (a header read from a file held whole; None otherwise).
+    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
-def read_raw_header(buf: Buffer) -> RawHeader:
+@dataclass(frozen=True)
+class Layout:
+    """A header's bytes up to its pixel element's value, and where each top-level element of its
+    data set starts in them (the last offset is where the data set ends)."""
+
+    head: bytes
+    meta_end: int
+    starts: tuple[int, ...]
+    nested_character_set: bool
+    #: Elements and items the data set holds (as :attr:`Buffer.headers` counts them).
+    headers: int
+
+
+#: :func:`read_raw_header`'s ``like`` is not tried when more than this share of the data set's
+#: elements differ (not a file of the same series: parsing it whole costs no more).
+_MOST_CHANGED = 0.25
+
+
+def read_raw_header(buf: Buffer, like: RawHeader | None = None) -> RawHeader:
     """Parse preamble, file meta and data set up to the pixels; :class:`Unsupported` otherwise.
+
+    ``like``: a header read before (the previous slice of a series). Where this file's bytes
+    repeat it element for element -- same size, same offsets, only a few values changed (the SOP
+    Instance UID, Instance Number, the position) -- only the elements whose bytes differ are
+    parsed; the others are ``like``'s own :class:`Element` objects, which hold exactly what parsing
+    these bytes again would give. The result is the same as without ``like`` (tested).
 
     Examples
     --------
@@ -304,6 +342,8 @@ def read_raw_header(buf: Buffer) -> RawHeader:
     >>> header = read_raw_header(Buffer(data, len(data)))
     >>> header.transfer_syntax, header.pixel_length, len(header.dataset) > 50
     ('1.2.840.10008.1.2.1', 32768, True)
+    >>> read_raw_header(Buffer(data, len(data)), like=header).dataset[0] is header.dataset[0]
+    True
     """
     buf.need(132)
     if bytes(buf.data[128:132]) != b"DICM":
@@ -324,13 +364,23 @@ def read_raw_header(buf: Buffer) -> RawHeader:
     if transfer_syntax not in LITTLE_ENDIAN_SYNTAXES:
         raise Unsupported("the transfer syntax is not a little-endian one this reader handles")
     implicit = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-    dataset, header_end = read_elements(buf, pos, None, implicit=implicit, top=True)
+    if like is not None:
+        again = _reread(buf, like, meta, pos, transfer_syntax)
+        if again is not None:
+            return again
+    starts: list[int] | None = [] if buf.complete else None
+    dataset, header_end = read_elements(buf, pos, None, implicit=implicit, top=True, starts=starts)
     pixel_tag = value_offset = length = None
     if header_end < buf.size:
         pixel_tag, offset, length = pixel_element_header(_peek(buf, header_end), implicit)
         value_offset = header_end + offset
         if length is not None and value_offset + length > buf.size:
             raise Unsupported("the pixel element's length runs past the end of the file")
+    layout = None
+    if starts is not None:
+        starts.append(header_end)
+        head_end = value_offset if value_offset is not None else header_end
+        layout = Layout(bytes(buf.data[:head_end]), pos, tuple(starts), buf.nested_character_set, buf.headers)
     return RawHeader(
         meta,
         dataset,
@@ -344,6 +394,64 @@ def read_raw_header(buf: Buffer) -> RawHeader:
         # Bytes the parse needed: what was fetched, or (a file read whole for its pixels too) how far
         # the parse went: the pixel element's header.
         buf.bytes_read if not buf.complete else min(buf.size, header_end + 12),
+        layout,
+    )
+
+
+def _reread(
+    buf: Buffer, like: RawHeader, meta: list[Element], meta_end: int, transfer_syntax: str
+) -> RawHeader | None:
+    """:func:`read_raw_header` of a file that repeats ``like``'s layout, parsing only the elements
+    whose bytes differ; None where it does not (the caller parses the whole header)."""
+    layout = like.layout
+    if (
+        layout is None
+        or not buf.complete
+        or buf.size != like.file_size
+        or meta_end != layout.meta_end
+        or transfer_syntax != like.transfer_syntax
+    ):
+        return None
+    old = layout.head
+    head = bytes(buf.data[: len(old)])
+    # The pixel element's header (tag, VR, length) must be the same bytes, so the same range.
+    if head[like.header_end :] != old[like.header_end :]:
+        return None
+    starts = layout.starts
+    dataset = list(like.dataset)
+    changed = [
+        i for i in range(len(dataset)) if head[starts[i] : starts[i + 1]] != old[starts[i] : starts[i + 1]]
+    ]
+    if len(changed) > _MOST_CHANGED * len(dataset):
+        return None
+    counted, nested = buf.headers, buf.nested_character_set
+    try:
+        for i in changed:
+            if dataset[i].tag == 0x00080005:
+                raise Unsupported("another character set: the values kept were decoded with the old one")
+            parsed, stop = read_elements(buf, starts[i], starts[i + 1], implicit=like.implicit, top=True)
+            if stop != starts[i + 1] or len(parsed) != 1 or parsed[0].tag != dataset[i].tag:
+                raise Unsupported("the element is not one element of the same tag")
+            dataset[i] = parsed[0]
+        if layout.headers + buf.headers - counted > MAX_HEADER_ELEMENTS:
+            raise Unsupported("near the bound on elements: counted exactly by the whole parse")
+    except Unsupported:
+        # Whatever the doubt, the whole parse decides (it may read a changed length differently).
+        buf.headers, buf.nested_character_set = counted, nested
+        return None
+    buf.nested_character_set = nested or layout.nested_character_set or buf.nested_character_set
+    return RawHeader(
+        meta,
+        dataset,
+        transfer_syntax,
+        like.implicit,
+        like.header_end,
+        like.pixel_tag,
+        like.pixel_value_offset,
+        like.pixel_length,
+        buf.size,
+        like.bytes_read,
+        Layout(head, meta_end, starts, buf.nested_character_set, layout.headers),
     )
 
 
