@@ -554,7 +554,7 @@ def _print_file_floor(source: Path, cp: Run | None) -> None:
     Python start, and the header's rewrite and leak check in a fresh process (a run of the CLI has
     no memory of an earlier file), timed apart (best of 3). Their sum plus cp's own copy is this
     design's floor: the copy cannot start before the new header's length is known."""
-    path = next(p for p in source.rglob("*.dcm") if p.is_file())
+    path = source if source.is_file() else next(p for p in source.rglob("*.dcm") if p.is_file())
     probe = (
         "import os, sys, time\n"
         "from dicomflow.deid.keys import LocalKey\n"

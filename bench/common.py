@@ -126,6 +126,18 @@ def header(title: str) -> None:
 RESULTS = WORK / "results.jsonl"
 
 
+def _cpu_model() -> str:
+    """' <model name>' of the first CPU (Linux), so rows measured on other machines tell apart."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return " " + " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return ""
+
+
 def record(
     row: str,
     *,
@@ -155,7 +167,8 @@ def record(
         "met": met,
         "detail": detail,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "machine": f"{platform.machine()}{_cpu_model()}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.1f}",
     }
     with RESULTS.open("a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
