@@ -444,6 +444,7 @@ def deidentify_object(
     held_store: ObjectStore | None = None,
     copy_between_buckets: bool = False,
     pixel_proof: str = "full",
+    whole: bytes | None = None,
 ) -> FileReport:
     """De-identify ``src_key`` into ``dst_key``, copying pixels server side within one store.
 
@@ -460,6 +461,10 @@ def deidentify_object(
     ``pixel_proof``: ``"full"`` hashes the whole pixel range of the source and of the output
     (reads both through this process); ``"sampled"`` keeps bytes read independent of the file's
     size: see :func:`_sampled_proof` for what it proves and why that suffices.
+
+    ``whole``: the object's bytes, when the caller holds all of them already (a slice read in one
+    GET): the header is parsed from them as from a local file read whole, so the slices of a
+    series are read against each other (:func:`~dicomflow.dicom.elements.read_raw_header`).
     """
     if pixel_proof not in ("full", "sampled"):
         raise ValueError(f"pixel_proof must be 'full' or 'sampled', not {pixel_proof!r}")
@@ -472,7 +477,7 @@ def deidentify_object(
 
     try:
         try:
-            prepared = prepare(read_range, store.size(src_key), deid)
+            prepared = prepare(read_range, store.size(src_key), deid, whole=whole)
         except (StorageError, ConfigurationError):
             raise  # the workflow retries or fails the scan (see prepare): not a verdict on the file
         except Exception as exc:  # noqa: BLE001 - one odd object must not stop a scan; nothing written

@@ -80,6 +80,11 @@ class SourceObject(CountingStore):
         self._head()
         return self._size is not None
 
+    @property
+    def held(self) -> bytes | None:
+        """The object's bytes, if it is entirely in memory (see :attr:`whole`); else None."""
+        return self._first if self.whole else None
+
     def size(self, key: str) -> int:
         if key == self.key and self.whole:
             assert self._size is not None
