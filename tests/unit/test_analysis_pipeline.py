@@ -150,3 +150,24 @@ def test_dicomflow_analyze_refuses_a_wrong_model_hash_with_a_clear_message(tmp_p
     )
     assert result.returncode == 2
     assert "refused: its SHA-256 is" in result.stderr
+
+
+def test_the_outputs_tables_load_beside_the_model_and_the_thread_imports_nothing() -> None:
+    # In a fresh interpreter: highdicom's tables are not loaded yet
+    probe = """
+import sys
+from highdicom import _standard_utils as standard
+from dicomflow.analysis.outputs import prepare_in_background
+thread = prepare_in_background()
+before = set(sys.modules)
+thread.join()
+assert set(sys.modules) == before, sorted(set(sys.modules) - before)
+assert thread.name == "dicomflow-highdicom-tables"
+for table in (standard.get_sop_class_iod_map, standard.get_iod_module_map, standard.get_module_attribute_map):
+    assert table.cache_info().currsize == 1, table
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    # Then after the join every table the SEG and SR read is loaded, and the thread imported no
+    # module (importing is done in the caller's thread: see prepare_in_background)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

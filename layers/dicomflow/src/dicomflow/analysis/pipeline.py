@@ -134,6 +134,9 @@ def analyze_scan(
             f"the scan has {len(scan.phases)} phase; ventilation needs at least an inhale and an exhale phase"
         )
     logger.info("scan planned", extra={"phases": len(scan.phases), "shape": scan.shape})
+    from dicomflow.analysis.outputs import prepare_in_background
+
+    outputs_ready = prepare_in_background()  # highdicom's tables, beside the phases' work
 
     # One phase in memory at a time, plus the one with the most lung so far (end-inspiration is
     # the largest lung, so only that phase's voxels are needed afterwards): two int16 buffers,
@@ -244,6 +247,7 @@ def analyze_scan(
     del vent_out, inhale_hu, kept, defect_box
     _trim_heap()
     with timer.stage("seg_s"):
+        outputs_ready.join()
         from dicomflow.analysis.outputs.seg import lung_segmentation
 
         seg = lung_segmentation(
