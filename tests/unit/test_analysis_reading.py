@@ -217,3 +217,57 @@ def test_the_in_place_rescale_gives_the_plain_rescale(dtype: str, intercept: flo
     _rescale_in_place(volume, dtype, slope, intercept)
     # Then the HU are the same, clipping included
     np.testing.assert_array_equal(volume, expected)
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-pread", "ranged-threads"])
+def test_each_header_is_read_against_the_one_before_and_the_plan_is_the_same(
+    tmp_path: Path, local: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomflow.dicom import elements
+
+    # Given a single-frame scan (the slices of a phase repeat their headers' layout)
+    write_ct_scan(tmp_path, phases=2, slices=8)
+    keys = _keys(tmp_path)
+
+    def reader() -> ScanReader:
+        return ScanReader(LocalObjectStore(tmp_path) if local else RangedStore(tmp_path), workers=2)
+
+    reread = elements._reread
+    taken: list[bool] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        header = reread(*args, **kwargs)
+        taken.append(header is not None)
+        return header
+
+    # When it is planned reading each header against the one before, and with every header
+    # parsed whole
+    monkeypatch.setattr(elements, "_reread", counted)
+    fast = reader().plan(keys)
+    monkeypatch.setattr(elements, "_reread", lambda *args, **kwargs: None)
+    whole = reader().plan(keys)
+    # Then the plans are the same, frame for frame, and headers took the fast path: most of them
+    # read one after the other; behind ranged reads each of the 8 threads starts afresh
+    assert _same(fast, whole)
+    assert sum(taken) >= (len(keys) // 2 if local else 2), taken
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of plans: dataclasses field by field, arrays by value, sequences item by item."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if "__slots__" in type(a).__dict__:  # a plain record (a source header): slot by slot
+        return type(a) is type(b) and all(
+            _same(getattr(a, name, None), getattr(b, name, None)) for name in type(a).__slots__
+        )
+    return bool(a == b)

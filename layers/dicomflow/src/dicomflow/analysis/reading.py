@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dicomflow.analysis.volume import Frame, Phase, Scan, plan_phases, read_frames, read_phase
+from dicomflow.analysis.volume import Frame, LastHeader, Phase, Scan, plan_phases, read_frames, read_phase
 from dicomflow.dicom.elements import Buffer
 from dicomflow.errors import AnalysisError
 from dicomflow.privacy import fingerprint
@@ -59,6 +59,7 @@ class ScanReader:
         self.threads = 1 if self.local else min(4 * max(1, workers), 16)
         self._whole = False
         self._held: dict[str, bytes] = {}  # whole files read with their header, until their phase is
+        self._last = LastHeader()  # per thread: each file's header is read against the one before
 
     def plan(self, keys: Sequence[str]) -> Scan:
         """Every file's frames (headers only), grouped into checked phases."""
@@ -104,19 +105,19 @@ class ScanReader:
             try:
                 size = os.fstat(fd).st_size
                 buf = Buffer(None, size, lambda start, end: os.pread(fd, end - start, start), HEADER_READ)
-                return read_frames(buf, key)
+                return read_frames(buf, key, last=self._last)
             finally:
                 os.close(fd)
         known = self.sizes.get(key)
         remote_size = known if known is not None else self.store.size(key)
         if self._whole:
             data = self.store.get_range(key, 0, remote_size)
-            frames = read_frames(Buffer(data, len(data)), key, with_pixels=False)
+            frames = read_frames(Buffer(data, len(data)), key, with_pixels=False, last=self._last)
             if any(f.stored is not None for f in frames):
                 self._held[key] = data  # its pixels are read from here when its phase is
             return frames
         buf = Buffer(None, remote_size, lambda start, end: self.store.get_range(key, start, end), HEADER_READ)
-        return read_frames(buf, key)
+        return read_frames(buf, key, last=self._last)
 
     def _read_into(self, key: str, offset: int, view: memoryview) -> None:
         if self.local:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -236,10 +237,23 @@ class Scan:
 # -- reading a file's header ---------------------------------------------------------------------
 
 
+class LastHeader(threading.local):
+    """The header a thread read last, which the next file of the series is read against
+    (:func:`~dicomflow.dicom.elements.read_raw_header`'s ``like``: only the elements whose bytes
+    differ are parsed; the frames come out the same)."""
+
+    header: RawHeader | None = None
+
+
 def read_frames(
-    source: bytes | BinaryIO | Buffer, key: str = "", *, with_pixels: bool | None = None
+    source: bytes | BinaryIO | Buffer,
+    key: str = "",
+    *,
+    with_pixels: bool | None = None,
+    last: LastHeader | None = None,
 ) -> list[Frame]:
-    """Every frame of one DICOM file. Pure: bytes in, frames out.
+    """Every frame of one DICOM file. Pure: bytes in, frames out (``last``, if given, is read
+    against and then holds this file's header).
 
     ``source`` is the whole file (bytes or a file object: the frames then carry their HU pixels,
     ``hu``), or a :class:`~dicomflow.dicom.elements.Buffer` over its first bytes that reads more on
@@ -262,7 +276,7 @@ def read_frames(
         buf = Buffer(data, len(data))
         in_memory = True if with_pixels is None else with_pixels
     try:
-        raw = read_raw_header(buf)
+        raw = read_raw_header(buf, like=last.header if last is not None else None)
     except Unsupported:
         return _pydicom_frames(_whole(buf))
     if raw.transfer_syntax not in _NATIVE_SYNTAXES:
@@ -284,6 +298,8 @@ def read_frames(
         raise AnalysisError("a scan file has no Pixel Data")
     layout = _pixel_layout(attributes, raw.pixel_length or 0)
     frames = _frames(attributes, header, key, raw.pixel_value_offset, layout)
+    if last is not None and raw.layout is not None:
+        last.header = raw
     if in_memory:
         frames = [replace(f, hu=_frame_hu(f, buf)) for f in frames]
     return frames

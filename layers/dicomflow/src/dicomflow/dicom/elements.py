@@ -304,7 +304,7 @@ class RawHeader:
     file_size: int
     bytes_read: int  # how much of the file the header parse needed
     #: Where the elements lie in the bytes they were read from, for :func:`read_raw_header`'s
-    #: ``like`` (a header read from a file held whole; None otherwise).
+    #: ``like`` (None if the bytes read stop before the pixel element's value).
     layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
@@ -368,7 +368,7 @@ def read_raw_header(buf: Buffer, like: RawHeader | None = None) -> RawHeader:
         again = _reread(buf, like, meta, pos, transfer_syntax)
         if again is not None:
             return again
-    starts: list[int] | None = [] if buf.complete else None
+    starts: list[int] = []
     dataset, header_end = read_elements(buf, pos, None, implicit=implicit, top=True, starts=starts)
     pixel_tag = value_offset = length = None
     if header_end < buf.size:
@@ -377,9 +377,9 @@ def read_raw_header(buf: Buffer, like: RawHeader | None = None) -> RawHeader:
         if length is not None and value_offset + length > buf.size:
             raise Unsupported("the pixel element's length runs past the end of the file")
     layout = None
-    if starts is not None:
+    head_end = value_offset if value_offset is not None else header_end
+    if len(buf.data) >= head_end:  # (a prefix read holds the pixel element's header too, mostly)
         starts.append(header_end)
-        head_end = value_offset if value_offset is not None else header_end
         layout = Layout(bytes(buf.data[:head_end]), pos, tuple(starts), buf.nested_character_set, buf.headers)
     return RawHeader(
         meta,
@@ -406,13 +406,13 @@ def _reread(
     layout = like.layout
     if (
         layout is None
-        or not buf.complete
         or buf.size != like.file_size
         or meta_end != layout.meta_end
         or transfer_syntax != like.transfer_syntax
     ):
         return None
     old = layout.head
+    buf.need(len(old))  # (the whole parse reads that far too: the sizes are the same)
     head = bytes(buf.data[: len(old)])
     # The pixel element's header (tag, VR, length) must be the same bytes, so the same range.
     if head[like.header_end :] != old[like.header_end :]:
@@ -450,7 +450,7 @@ def _reread(
         like.pixel_value_offset,
         like.pixel_length,
         buf.size,
-        like.bytes_read,
+        like.bytes_read if buf.complete else buf.bytes_read,
         Layout(head, meta_end, starts, buf.nested_character_set, layout.headers),
     )
 
