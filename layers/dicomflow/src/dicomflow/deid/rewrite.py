@@ -160,8 +160,8 @@ class _Memo:
         self.recorded: dict[tuple[str, bool, Recorded], list[Element]] = {}
         #: Leak-check searches, per patient (our own words for the patient: pseudonyms and all).
         self.searched: dict[frozenset[str], _Searches] = {}
-        #: The last header read whole from a file held in memory and de-identified by this
-        #: engine: the next file is read against it (:func:`read_raw_header`'s ``like``).
+        #: The last header this engine de-identified whose layout was kept (the bytes read
+        #: reached its pixels' value): the next file is read against it (``like``).
         self.last_header: RawHeader | None = None
         self._entries = 0
         self._bytes = 0

@@ -463,8 +463,8 @@ def deidentify_object(
     size: see :func:`_sampled_proof` for what it proves and why that suffices.
 
     ``whole``: the object's bytes, when the caller holds all of them already (a slice read in one
-    GET): the header is parsed from them as from a local file read whole, so the slices of a
-    series are read against each other (:func:`~dicomflow.dicom.elements.read_raw_header`).
+    GET): the header is parsed from them in place, as from a local file read whole, instead of
+    through ``read_range`` in growing blocks (each a copy).
     """
     if pixel_proof not in ("full", "sampled"):
         raise ValueError(f"pixel_proof must be 'full' or 'sampled', not {pixel_proof!r}")

@@ -58,7 +58,7 @@ def deidentify_file(
         held_store=source,
         copy_between_buckets=True,
         pixel_proof=PIXEL_PROOF,
-        whole=source.held,  # a slice: parsed against the slice before it, as a local file is
+        whole=source.held,  # a slice held whole after its one GET: parsed in place
     )
     entry = report.as_dict()
     entry.pop("source", None)  # the ingest key, given below under its own name
