@@ -41,9 +41,9 @@ def test_the_fast_subset_and_every_corpus_file_are_handled(tmp_path: Path) -> No
     # is a few times what `make fuzz` alone sees (the pydicom engine on one 10 000-item input:
     # 5.6 s in CI on a slow machine, 2.5 s alone): the bound is 15 s a call, which still
     # catches a hang; `make fuzz` keeps its 5 s.
+    command = [sys.executable, "-m", "fuzz.run", "--seed", "0", "--n", "300", "--timeout", "15"]
     run = subprocess.run(
-        [sys.executable, "-m", "fuzz.run", "--seed", "0", "--n", "300", "--timeout", "15"]
-        + ["--crashers", str(tmp_path)],
+        [*command, "--crashers", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
